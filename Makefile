@@ -1,0 +1,44 @@
+# Two commands matter: `make demo` (the main job) and `make test`. Both build .venv on first use.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format bench ui clean-demo
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "esm_dagster needs Python 3.11+; set PY=python3.11")'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c 'import esm_dagster, dagster, pytest'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/esm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff format --check esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/mypy esm_dagster
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff format esm_dagster esm_dagster_tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.inbound
+
+ui: $(STAMP)
+	$(BIN)/esm ui
+
+clean-demo:
+	rm -rf .esm

@@ -1,0 +1,67 @@
+"""Connecting to the catalog database and bringing its schema to the current migration."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_HOME = ".esm"
+
+
+def esm_home() -> Path:
+    return Path(os.environ.get("ESM_HOME", DEFAULT_HOME)).resolve()
+
+
+def normalize_url(url: str) -> str:
+    """Make `postgresql://` mean psycopg2.
+
+    With SQLAlchemy 2.1 a bare `postgresql://` selects psycopg 3, which we do not install;
+    every URL a user copies from a PostgreSQL tutorial would otherwise fail at connect time.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def database_url() -> str:
+    """The catalog URL: `ESM_DATABASE_URL`, else an embedded SQLite file under `ESM_HOME`."""
+    url = os.environ.get("ESM_DATABASE_URL")
+    if url:
+        return normalize_url(url)
+    home = esm_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'catalog.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@cache
+def get_engine(url: str) -> Engine:
+    """One engine (and pool) per URL and process."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def redacted_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

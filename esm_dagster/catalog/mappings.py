@@ -1,0 +1,247 @@
+"""Writing and reading mapping rows: the only place credentials are encrypted on the way in.
+
+`MappingSpec` is the load-time view of a row that Dagster definitions are built from: it holds
+what the asset graph needs (names, frequency, timezone, priority) and never the credentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from esm_dagster.catalog.models import (
+    AuthenticationType,
+    ExternalSystemMapping,
+    SyncFrequency,
+    SyncStatus,
+    SystemType,
+    User,
+)
+from esm_dagster.catalog.types import utcnow
+from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
+from esm_dagster.security.vault import Vault
+
+
+class MappingError(ValueError):
+    """A mapping row or input that cannot be used; the message names the mapping and the field."""
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if not slug:
+        raise MappingError(f"system_name {name!r} has no letters or digits to build an asset key from")
+    if slug[0].isdigit():
+        slug = f"s_{slug}"
+    return slug
+
+
+class MappingInput(BaseModel):
+    """One mapping as written in a YAML/JSON file for `esm mapping add`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_name: str = Field(min_length=1, max_length=100)
+    system_type: SystemType
+    provider_name: str = Field(min_length=1, max_length=100)
+    api_endpoint: str = Field(min_length=1, max_length=500)
+    api_version: str | None = None
+    authentication_type: AuthenticationType
+    credentials: dict[str, str] = Field(default_factory=dict, repr=False)
+    mapping_rules: dict[str, Any]
+    sync_frequency: SyncFrequency = SyncFrequency.DAILY
+    sync_status: SyncStatus = SyncStatus.ACTIVE
+    is_active: bool = True
+    priority: int = Field(default=5, ge=0, le=100)
+    timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    retry_attempts: int = Field(default=3, ge=0, le=20)
+    created_by: str | None = None  # email of a catalog user
+
+    @field_validator("provider_name")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        for name, value in super().__repr_args__():
+            yield (name, "***" if name == "credentials" else value)
+
+
+def _rules_or_error(system_name: str, document: Any) -> MappingRules:
+    try:
+        return parse_rules(document)
+    except RulesError as exc:
+        raise MappingError(f"mapping {system_name!r}: mapping_rules.{exc}") from None
+
+
+def stream_of(row_provider: str, rules: MappingRules) -> str:
+    from esm_dagster.providers.factory import default_stream
+
+    return rules.sync.stream or default_stream(row_provider)
+
+
+def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSystemMapping | None:
+    for row in session.scalars(
+        select(ExternalSystemMapping).where(ExternalSystemMapping.system_name == system_name)
+    ):
+        try:
+            if stream_of(row.provider_name, parse_rules(row.mapping_rules)) == stream:
+                return row
+        except (RulesError, MappingError):
+            continue
+    return None
+
+
+def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
+    """Create or update the mapping identified by (system_name, stream); returns (row, created)."""
+    rules = _rules_or_error(item.system_name, item.mapping_rules)
+    stream = stream_of(item.provider_name, rules)
+    row = find_mapping(session, item.system_name, stream)
+    created = row is None
+    if row is None:
+        row = ExternalSystemMapping(id=uuid.uuid4(), system_name=item.system_name)
+        session.add(row)
+    owner = None
+    if item.created_by:
+        owner = session.scalar(select(User).where(User.email == item.created_by, User.role.is_not(None)))
+        if owner is None:
+            raise MappingError(f"mapping {item.system_name!r}: created_by {item.created_by!r} is not a catalog user")
+    row.system_type = item.system_type
+    row.provider_name = item.provider_name
+    row.api_endpoint = item.api_endpoint
+    row.api_version = item.api_version
+    row.authentication_type = item.authentication_type
+    row.credentials = vault.encrypt(item.credentials)
+    row.mapping_rules = item.mapping_rules
+    row.sync_frequency = item.sync_frequency
+    row.sync_status = item.sync_status
+    row.is_active = item.is_active
+    row.priority = item.priority
+    row.timeout_seconds = item.timeout_seconds
+    row.retry_attempts = item.retry_attempts
+    row.created_by_user_id = owner.id if owner else row.created_by_user_id
+    row.updated_at = utcnow()
+    session.flush()
+    return row, created
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingSpec:
+    """What definitions need from a row; serialisable, credential-free."""
+
+    id: str
+    system_name: str
+    system_slug: str
+    system_type: str
+    provider_name: str
+    stream: str
+    sync_frequency: str
+    timezone: str
+    sync_status: str
+    is_active: bool
+    priority: int
+    timeout_seconds: int
+    retry_attempts: int
+    owner_email: str | None = None
+    error: str | None = None
+
+    @property
+    def asset_key_path(self) -> list[str]:
+        return ["esm", self.system_slug, self.stream]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MappingSpec:
+        return cls(**data)
+
+
+def spec_from_row(row: ExternalSystemMapping, owner_email: str | None = None) -> MappingSpec:
+    error = None
+    stream = "unknown"
+    timezone = "UTC"
+    slug = "invalid"
+    try:
+        slug = slugify(row.system_name)
+        rules = _rules_or_error(row.system_name, row.mapping_rules)
+        stream = stream_of(row.provider_name, rules)
+        timezone = rules.transformations.timezone or "UTC"
+    except (MappingError, ValueError) as exc:
+        error = str(exc)
+    return MappingSpec(
+        id=str(row.id),
+        system_name=row.system_name,
+        system_slug=slug,
+        system_type=str(row.system_type),
+        provider_name=row.provider_name,
+        stream=stream,
+        sync_frequency=str(row.sync_frequency),
+        timezone=timezone,
+        sync_status=str(row.sync_status),
+        is_active=bool(row.is_active),
+        priority=row.priority,
+        timeout_seconds=row.timeout_seconds,
+        retry_attempts=row.retry_attempts,
+        owner_email=owner_email,
+        error=error,
+    )
+
+
+def load_specs(session: Session) -> list[MappingSpec]:
+    rows = session.execute(
+        select(ExternalSystemMapping, User.email)
+        .outerjoin(User, User.id == ExternalSystemMapping.created_by_user_id)
+        .order_by(ExternalSystemMapping.priority, ExternalSystemMapping.system_name)
+    ).all()
+    return [spec_from_row(row, email) for row, email in rows]
+
+
+def mark_error(session: Session, mapping_id: str | uuid.UUID, message: str) -> None:
+    """Put a mapping in `error` with a message; counts one failure."""
+    row = session.get(ExternalSystemMapping, uuid.UUID(str(mapping_id)))
+    if row is None:
+        return
+    if row.sync_status == SyncStatus.ERROR and row.last_error_message == message:
+        return  # already reported: a reload must not inflate the counter
+    row.sync_status = SyncStatus.ERROR
+    row.last_error_message = message[:4000]
+    row.error_count = (row.error_count or 0) + 1
+    row.updated_at = utcnow()
+
+
+def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:
+    """Find a mapping by id, by `system/stream`, or by a unique system name."""
+    try:
+        row = session.get(ExternalSystemMapping, uuid.UUID(ref))
+        if row is not None:
+            return row
+    except ValueError:
+        pass
+    rows: Sequence[ExternalSystemMapping] = session.scalars(select(ExternalSystemMapping)).all()
+    wanted = ref.strip().lower()
+    matches = []
+    for row in rows:
+        spec = spec_from_row(row)
+        if wanted in (f"{spec.system_slug}/{spec.stream}", "/".join(spec.asset_key_path)):
+            return row
+        if wanted in (row.system_name.lower(), spec.system_slug):
+            matches.append(row)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise MappingError(f"no mapping named {ref!r} (use an id, a system name or system/stream)")
+    raise MappingError(f"{ref!r} names {len(matches)} mappings; use system/stream or the id")
+
+
+def age(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "never"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,201 @@
+"""The catalog: `external_system_mapping` (one row per connection) and the tables the engine needs.
+
+Column names and enum values are the seed's, so that the club's existing rows and tools keep
+working; engine tables (sync state, runs, quarantine) are ours and are prefixed `esm_`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from esm_dagster.catalog.types import JSONType, UTCDateTime, utcnow
+
+
+class SystemType(enum.StrEnum):
+    PAYMENT_GATEWAY = "payment_gateway"
+    EMAIL_SERVICE = "email_service"
+    SMS_PROVIDER = "sms_provider"
+    SOCIAL_MEDIA = "social_media"
+    ANALYTICS = "analytics"
+    CRM = "crm"
+    ERP = "erp"
+    BOOKING_PLATFORM = "booking_platform"
+
+
+class AuthenticationType(enum.StrEnum):
+    API_KEY = "api_key"
+    OAUTH2 = "oauth2"
+    BASIC_AUTH = "basic_auth"
+    JWT = "jwt"
+    WEBHOOK = "webhook"
+
+
+class SyncFrequency(enum.StrEnum):
+    REAL_TIME = "real_time"
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MANUAL = "manual"
+
+
+class SyncStatus(enum.StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    ERROR = "error"
+    MAINTENANCE = "maintenance"
+
+
+class UserRole(enum.StrEnum):
+    ADMIN = "admin"
+    ENGINEER = "engineer"
+    VIEWER = "viewer"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Store the lower-case values (the seed's), not the Python member names.
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], validate_strings=True)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class User(Base):
+    __tablename__ = "user"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str | None] = mapped_column(String(320))
+    full_name: Mapped[str | None] = mapped_column(String(255))
+    phone_number: Mapped[str | None] = mapped_column(String(32))
+    role: Mapped[UserRole | None] = mapped_column(_enum(UserRole, "user_role"))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+
+
+class ExternalSystemMapping(Base):
+    __tablename__ = "external_system_mapping"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    system_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    system_type: Mapped[SystemType] = mapped_column(_enum(SystemType, "system_type"), nullable=False)
+    provider_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    api_endpoint: Mapped[str] = mapped_column(String(500), nullable=False)
+    api_version: Mapped[str | None] = mapped_column(String(50))
+    authentication_type: Mapped[AuthenticationType] = mapped_column(
+        _enum(AuthenticationType, "authentication_type"), nullable=False
+    )
+    # Ciphertext only: {"fernet": "<token>"}. Decrypted inside a run, never at load time.
+    credentials: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    mapping_rules: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    sync_frequency: Mapped[SyncFrequency] = mapped_column(
+        _enum(SyncFrequency, "sync_frequency"), nullable=False, default=SyncFrequency.DAILY
+    )
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column()
+    sync_status: Mapped[SyncStatus] = mapped_column(
+        _enum(SyncStatus, "sync_status"), nullable=False, default=SyncStatus.ACTIVE
+    )
+    error_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=30)
+    retry_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3)
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+
+    def __repr__(self) -> str:
+        # Never include credentials: reprs end up in tracebacks and Dagster event logs.
+        return f"<ExternalSystemMapping {self.system_name!r} {self.provider_name} id={self.id}>"
+
+
+class SyncState(Base):
+    """The durable cursor of one stream of one mapping; written in the same transaction as the rows."""
+
+    __tablename__ = "esm_sync_state"
+
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+
+
+class SyncRun(Base):
+    """One sync attempt of one mapping: the history behind metrics and health."""
+
+    __tablename__ = "esm_sync_run"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    stream: Mapped[str] = mapped_column(String(100), nullable=False)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="running")
+    full_refresh: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    records_read: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    records_written: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    records_rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    pages: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error_class: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class QuarantineRecord(Base):
+    """A record the rules rejected: kept with its reasons and redacted payload for replay."""
+
+    __tablename__ = "esm_quarantine"
+    __table_args__ = (UniqueConstraint("mapping_id", "stream", "fingerprint"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), nullable=False
+    )
+    stream: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The external id where the record has one, else a hash of the payload: a re-run of the same
+    # bad record updates its row instead of adding another.
+    fingerprint: Mapped[str] = mapped_column(String(200), nullable=False)
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    seen_count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+Index("ix_esm_quarantine_open", QuarantineRecord.mapping_id, QuarantineRecord.resolved_at)

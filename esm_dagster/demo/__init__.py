@@ -1,0 +1,1 @@
+"""The embedded demo: a padel club in Bangkok syncing Stripe into its database."""

@@ -1,0 +1,383 @@
+"""The sync engine: extract pages -> rules -> upsert + checkpoint -> mapping row status.
+
+It knows nothing of Dagster: the CLI, the tests and the Dagster assets all call `run_mapping`.
+Each batch commits its rows, its quarantined rejects and the cursor in one transaction, so a run
+that dies resumes from the last committed batch with nothing lost and nothing doubled.
+
+Cursor model (providers that list newest first, like Stripe): a run reads the window
+[high_water, now); while it is under way the cursor holds that window and the id to continue
+after; when the window is done, high_water moves to its end. A failed run therefore never
+moves high_water past records it has not read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from esm_dagster.catalog.db import get_engine, session_factory
+from esm_dagster.catalog.mappings import MappingError, get_mapping, mark_error, stream_of
+from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState, SyncStatus
+from esm_dagster.catalog.types import utcnow
+from esm_dagster.providers.base import Page, Provider, ProviderError
+from esm_dagster.providers.factory import build_provider
+from esm_dagster.rules.plan import RulesPlan, compile_rules
+from esm_dagster.rules.redaction import redact_record
+from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
+from esm_dagster.security.redact import redact_text
+from esm_dagster.security.vault import Vault, VaultError
+from esm_dagster.sync.dialect import upsert_statement
+from esm_dagster.sync.frames import frame_to_rows
+from esm_dagster.sync.target_tables import ensure_table, row_id
+
+log = logging.getLogger("esm_dagster.sync")
+
+# Consecutive failed runs after which a mapping is put in `error` (the error-state sensor's cue).
+ERROR_THRESHOLD = 3
+MAX_PAGE_SIZE = 100
+
+
+class SyncFailed(RuntimeError):
+    """A sync that did not complete; carries the partial report. Message is secret-free."""
+
+    def __init__(self, message: str, report: SyncReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class SyncReport:
+    mapping_id: str
+    system_name: str
+    stream: str
+    asset_key: str = ""
+    full_refresh: bool = False
+    status: str = "running"
+    records_read: int = 0
+    records_written: int = 0
+    records_rejected: int = 0
+    pages: int = 0
+    batches: int = 0
+    duration_seconds: float = 0.0
+    window_start: int | None = None
+    window_end: int | None = None
+    resumed: bool = False
+    tables: dict[str, int] = field(default_factory=dict)
+    error_class: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProviderBuilder = Callable[[ExternalSystemMapping, dict[str, Any]], Provider]
+
+
+@dataclass
+class _Context:
+    url: str
+    mapping_id: uuid.UUID
+    source: str
+    stream: str
+    rules: MappingRules
+    plan: RulesPlan
+    tables: dict[str, sa.Table]
+    report: SyncReport
+    logger: logging.Logger | Any
+
+
+def _source_name(row: ExternalSystemMapping, stream: str) -> str:
+    from esm_dagster.catalog.mappings import slugify
+
+    return f"{slugify(row.system_name)}/{stream}"
+
+
+def run_mapping(
+    url: str,
+    mapping_ref: str,
+    *,
+    vault: Vault | None = None,
+    full_refresh: bool = False,
+    since: dt.datetime | None = None,
+    dagster_run_id: str | None = None,
+    logger: logging.Logger | Any = None,
+    provider_builder: ProviderBuilder | None = None,
+) -> SyncReport:
+    """Sync one mapping now; raises `SyncFailed` (with the partial report) on failure."""
+    logger = logger or log
+    started = time.perf_counter()
+    Session = session_factory(url)
+    with Session.begin() as session:
+        row = get_mapping(session, mapping_ref)
+        name = row.system_name
+        mapping_id = row.id
+        try:
+            rules = parse_rules(row.mapping_rules)
+        except RulesError as exc:
+            message = f"mapping {name!r}: mapping_rules.{exc}"
+            mark_error(session, row.id, message)
+            raise SyncFailed(message, SyncReport(str(row.id), name, "unknown", status="failed",
+                                                 error_class="validation", error=message)) from None  # fmt: skip
+        stream = stream_of(row.provider_name, rules)
+        report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh)
+        report.asset_key = "esm/" + _source_name(row, stream)
+        source = _source_name(row, stream)
+        run = SyncRun(mapping_id=row.id, stream=stream, dagster_run_id=dagster_run_id, full_refresh=full_refresh)
+        session.add(run)
+        session.flush()
+        run_id = run.id
+        session.expunge(row)
+
+    provider: Provider | None = None
+    try:
+        vault = vault or Vault.from_env()
+        credentials = vault.decrypt(row.credentials, mapping=repr(name))
+        provider = (provider_builder or build_provider)(row, credentials)
+        plan = compile_rules(rules)
+        engine = get_engine(url)
+        tables = {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
+        ctx = _Context(url, mapping_id, source, stream, rules, plan, tables, report, logger)
+        _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since)
+    except Exception as exc:
+        report.status = "failed"
+        report.error_class = _error_class(exc)
+        report.error = redact_text(f"{type(exc).__name__}: {exc}", extra=_secret_values(locals()))
+        report.duration_seconds = round(time.perf_counter() - started, 3)
+        _finish(url, mapping_id, run_id, report)
+        logger.error(f"sync of {name!r}/{stream} failed: {report.error}")
+        raise SyncFailed(f"sync of {name!r}/{stream} failed: {report.error}", report) from None
+    finally:
+        if provider is not None:
+            provider.close()
+    report.status = "success"
+    report.duration_seconds = round(time.perf_counter() - started, 3)
+    _finish(url, mapping_id, run_id, report)
+    logger.info(
+        f"synced {name!r}/{stream}: read {report.records_read}, written {report.records_written}, "
+        f"rejected {report.records_rejected}, pages {report.pages} in {report.duration_seconds}s"
+    )
+    return report
+
+
+def _secret_values(scope: dict[str, Any]) -> list[str]:
+    credentials = scope.get("credentials") or {}
+    return [v.reveal() for v in credentials.values() if hasattr(v, "reveal")]
+
+
+def _error_class(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.error_class
+    if isinstance(exc, VaultError):
+        return "credential_error"
+    if isinstance(exc, (RulesError, MappingError, ValueError)):
+        return "validation"
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return "database"
+    return "internal"
+
+
+def _load_cursor(url: str, mapping_id: uuid.UUID, stream: str) -> dict[str, Any]:
+    with session_factory(url)() as session:
+        state = session.get(SyncState, (mapping_id, stream))
+        return dict(state.cursor) if state else {}
+
+
+def _plan_window(
+    cursor: dict[str, Any], full_refresh: bool, since: dt.datetime | None
+) -> tuple[int | None, int, str | None, bool]:
+    """(window_start, window_end, resume_after, resumed) for this run."""
+    pending = cursor.get("pending")
+    if pending and not full_refresh and since is None:
+        return pending.get("start"), int(pending["end"]), pending.get("after"), True
+    end = int(time.time())
+    if since is not None:
+        start: int | None = int(since.timestamp())
+    elif full_refresh:
+        start = None
+    else:
+        start = cursor.get("high_water")
+    return start, end, None, False
+
+
+def _extract_and_load(
+    ctx: _Context, provider: Provider, *, full_refresh: bool, since: dt.datetime | None
+) -> None:
+    cursor = _load_cursor(ctx.url, ctx.mapping_id, ctx.stream)
+    start, end, after, resumed = _plan_window(cursor, full_refresh, since)
+    report = ctx.report
+    report.window_start, report.window_end, report.resumed = start, end, resumed
+    if resumed:
+        ctx.logger.info(f"resuming {ctx.source} window [{start}, {end}) after {after}")
+    batch_size = ctx.rules.sync.batch_size
+    page_size = min(MAX_PAGE_SIZE, batch_size)
+    batch: list[dict[str, Any]] = []
+    last_cursor: str | None = after
+    pages: Iterator[Page] = provider.iter_pages(
+        ctx.stream, window_start=start, window_end=end, page_size=page_size, starting_after=after
+    )
+    for page in pages:
+        report.pages += 1
+        batch.extend(page.records)
+        last_cursor = page.next_cursor or last_cursor
+        if len(batch) >= batch_size or not page.has_more:
+            pending = {"start": start, "end": end, "after": last_cursor} if page.has_more else None
+            _load_batch(ctx, batch, cursor, pending=pending, done_end=None if page.has_more else end)
+            batch = []
+    if batch or report.pages == 0:
+        _load_batch(ctx, batch, cursor, pending=None, done_end=end)
+
+
+def _load_batch(
+    ctx: _Context,
+    records: list[dict[str, Any]],
+    cursor: dict[str, Any],
+    *,
+    pending: dict[str, Any] | None,
+    done_end: int | None,
+) -> None:
+    """Upsert accepted rows, quarantine rejects and move the cursor, all in one transaction."""
+    report = ctx.report
+    result = ctx.plan.apply(records, start_index=report.records_read)
+    report.records_read += len(records)
+    report.batches += 1
+    now = utcnow()
+    engine = get_engine(ctx.url)
+    new_cursor = dict(cursor)
+    new_cursor["pending"] = pending
+    if done_end is not None:
+        new_cursor["high_water"] = done_end
+        new_cursor["pending"] = None
+    with engine.begin() as conn:
+        written_ids: set[int] = set()
+        for table_name, frame in result.tables.items():
+            if frame.empty:
+                continue
+            rows = frame_to_rows(frame)
+            by_identity: dict[str, dict[str, Any]] = {}
+            for index, values in zip(frame.index, rows, strict=True):
+                external_id = str(values.pop("_external_id"))
+                values.update(
+                    id=row_id(ctx.source, external_id),
+                    esm_source=ctx.source,
+                    esm_external_id=external_id,
+                    esm_synced_at=now,
+                )
+                by_identity[external_id] = values  # page-boundary duplicates: the last copy wins
+                written_ids.add(int(index))
+            table = ctx.tables[table_name]
+            update_columns = [c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")]
+            stmt = upsert_statement(engine.dialect.name, table, ["esm_source", "esm_external_id"], update_columns)
+            conn.execute(stmt, list(by_identity.values()))
+            report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
+        report.records_written += len(written_ids)
+        if result.rejected:
+            _quarantine(conn, engine.dialect.name, ctx, result.rejected, now)
+            report.records_rejected += len(result.rejected)
+        _save_cursor(conn, engine.dialect.name, ctx, new_cursor, now)
+    cursor.clear()
+    cursor.update(new_cursor)
+
+
+def _quarantine(conn: sa.Connection, dialect: str, ctx: _Context, rejected: list[Any], now: dt.datetime) -> None:
+    table = QuarantineRecord.__table__
+    key_path = ctx.rules.sync.key
+    rows: dict[str, dict[str, Any]] = {}
+    for rejection in rejected:
+        payload = redact_record(rejection.record)
+        external_id = _lookup(rejection.record, key_path)
+        fingerprint = (
+            f"id:{external_id}"
+            if external_id not in (None, "")
+            else "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        )
+        rows[fingerprint] = {
+            "id": uuid.uuid4(),
+            "mapping_id": ctx.mapping_id,
+            "stream": ctx.stream,
+            "fingerprint": fingerprint,
+            "external_id": None if external_id is None else str(external_id)[:200],
+            "errors": [
+                {"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors
+            ],
+            "payload": json.loads(json.dumps(payload, default=str)),
+            "first_seen_at": now,
+            "last_seen_at": now,
+            "seen_count": 1,
+            "resolved_at": None,
+        }
+    # On a re-run the same bad record refreshes its row instead of adding one.
+    stmt = _quarantine_upsert(dialect, table)
+    conn.execute(stmt, list(rows.values()))
+
+
+def _quarantine_upsert(dialect: str, table: Any) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["mapping_id", "stream", "fingerprint"],
+        set_={
+            "errors": stmt.excluded.errors,
+            "payload": stmt.excluded.payload,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "seen_count": table.c.seen_count + 1,
+            "resolved_at": None,
+        },
+    )
+
+
+def _lookup(record: dict[str, Any], path: str) -> Any:
+    value: Any = record
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _save_cursor(conn: sa.Connection, dialect: str, ctx: _Context, cursor: dict[str, Any], now: dt.datetime) -> None:
+    table = SyncState.__table__
+    stmt = upsert_statement(dialect, table, ["mapping_id", "stream"], ["cursor", "updated_at"])
+    conn.execute(stmt, [{"mapping_id": ctx.mapping_id, "stream": ctx.stream, "cursor": cursor, "updated_at": now}])
+
+
+def _finish(url: str, mapping_id: uuid.UUID, run_id: uuid.UUID, report: SyncReport) -> None:
+    """Record the outcome on the sync run and on the mapping row."""
+    Session = session_factory(url)
+    with Session.begin() as session:
+        run = session.get(SyncRun, run_id)
+        if run is not None:
+            run.finished_at = utcnow()
+            run.status = report.status
+            run.records_read = report.records_read
+            run.records_written = report.records_written
+            run.records_rejected = report.records_rejected
+            run.pages = report.pages
+            run.error_class = report.error_class
+            run.error_message = report.error
+        row = session.get(ExternalSystemMapping, mapping_id)
+        if row is None:
+            return
+        if report.status == "success":
+            row.last_sync_at = utcnow()
+            row.error_count = 0
+            row.last_error_message = None
+            if row.sync_status == SyncStatus.ERROR:
+                row.sync_status = SyncStatus.ACTIVE
+        else:
+            row.error_count = (row.error_count or 0) + 1
+            row.last_error_message = (report.error or "")[:4000]
+            if row.error_count >= ERROR_THRESHOLD:
+                row.sync_status = SyncStatus.ERROR

@@ -1,0 +1,24 @@
+"""DataFrame rows -> plain Python values the database drivers bind exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def _column_values(series: pd.Series) -> list[Any]:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
+    if pd.api.types.is_extension_array_dtype(series.dtype) and pd.api.types.is_integer_dtype(series.dtype):
+        return [None if pd.isna(v) else int(v) for v in series]
+    if pd.api.types.is_bool_dtype(series.dtype) and pd.api.types.is_extension_array_dtype(series.dtype):
+        return [None if pd.isna(v) else bool(v) for v in series]
+    values = series.tolist()
+    return [None if (v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)) else v for v in values]
+
+
+def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    columns = {name: _column_values(frame[name]) for name in frame.columns}
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]

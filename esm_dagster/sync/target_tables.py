@@ -1,0 +1,117 @@
+"""Target tables (`user`, `payment`, ...) created and evolved from a mapping's `field_mappings`.
+
+Every target row carries its identity at the source (`esm_source`, `esm_external_id`, unique
+together) and an `id` derived from it with uuid5, so the same external record always lands on the
+same row: a re-run updates, never duplicates. Evolution only adds columns; nothing is dropped or
+retyped behind a data engineer's back.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+IDENTITY_NAMESPACE = uuid.UUID("6c1f0e0a-3b7d-5e55-9a55-65736d646167")
+SYSTEM_COLUMNS = ("id", "esm_source", "esm_external_id", "esm_synced_at")
+PROTECTED_TABLES = {"external_system_mapping", "alembic_version"}
+
+
+class TargetTableError(ValueError):
+    pass
+
+
+def column_type(type_name: str) -> sa.types.TypeEngine:  # type: ignore[type-arg]
+    types: dict[str, sa.types.TypeEngine] = {  # type: ignore[type-arg]
+        "string": sa.Text(),
+        "integer": sa.BigInteger(),
+        "decimal": ExactDecimal(),
+        "money": ExactDecimal(),
+        "timestamp": UTCDateTime(),
+        "date": sa.Date(),
+        "boolean": sa.Boolean(),
+        "email": sa.String(320),
+        "phone_number": sa.String(32),
+    }
+    try:
+        return types[type_name]
+    except KeyError:
+        raise TargetTableError(f"unknown column type {type_name!r}") from None
+
+
+def row_id(source: str, external_id: str) -> uuid.UUID:
+    return uuid.uuid5(IDENTITY_NAMESPACE, f"{source}\x1f{external_id}")
+
+
+_lock = threading.Lock()
+
+
+def _check_names(table: str, columns: Mapping[str, str]) -> None:
+    if not IDENTIFIER.match(table) or table.startswith("esm_") or table in PROTECTED_TABLES:
+        raise TargetTableError(f"target table {table!r} is not allowed (reserved or not an identifier)")
+    for column in columns:
+        if not IDENTIFIER.match(column) or column in SYSTEM_COLUMNS:
+            raise TargetTableError(f"target column {table}.{column} is reserved or not an identifier")
+
+
+def _add_column_sql(engine: Engine, table: str, column: str, type_: sa.types.TypeEngine) -> str:  # type: ignore[type-arg]
+    preparer = engine.dialect.identifier_preparer
+    compiled = type_.dialect_impl(engine.dialect).compile(dialect=engine.dialect)
+    return f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {compiled}"
+
+
+def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.Table:
+    """Create or extend `table` so it has every mapped column; return a Table for writing."""
+    _check_names(table, columns)
+    with _lock, engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(table):
+            sa.Table(
+                table,
+                sa.MetaData(),
+                sa.Column("id", sa.Uuid(), primary_key=True),
+                *(sa.Column(name, column_type(kind)) for name, kind in columns.items()),
+                sa.Column("esm_source", sa.String(200)),
+                sa.Column("esm_external_id", sa.String(200)),
+                sa.Column("esm_synced_at", UTCDateTime()),
+            ).create(conn, checkfirst=True)
+            existing: set[str] = set()
+        else:
+            existing = {c["name"] for c in inspector.get_columns(table)}
+            wanted = {
+                **{name: column_type(kind) for name, kind in columns.items()},
+                "esm_source": sa.String(200),
+                "esm_external_id": sa.String(200),
+                "esm_synced_at": UTCDateTime(),
+            }
+            for name, type_ in wanted.items():
+                if name not in existing:
+                    conn.execute(sa.text(_add_column_sql(engine, table, name, type_)))
+        preparer = engine.dialect.identifier_preparer
+        conn.execute(
+            sa.text(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {preparer.quote(f'uq_{table}_esm_identity')} "
+                f"ON {preparer.quote(table)} (esm_source, esm_external_id)"
+            )
+        )
+    return writable_table(table, columns)
+
+
+def writable_table(table: str, columns: Mapping[str, str]) -> sa.Table:
+    """A Table holding only the columns we write, typed for correct binding on both engines."""
+    return sa.Table(
+        table,
+        sa.MetaData(),
+        sa.Column("id", sa.Uuid(), primary_key=True),
+        *(sa.Column(name, column_type(kind)) for name, kind in columns.items()),
+        sa.Column("esm_source", sa.String(200)),
+        sa.Column("esm_external_id", sa.String(200)),
+        sa.Column("esm_synced_at", UTCDateTime()),
+    )
