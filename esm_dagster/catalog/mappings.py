@@ -103,16 +103,15 @@ def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[
     """Create or update the mapping identified by (system_name, stream); returns (row, created)."""
     rules = _rules_or_error(item.system_name, item.mapping_rules)
     stream = stream_of(item.provider_name, rules)
-    row = find_mapping(session, item.system_name, stream)
-    created = row is None
-    if row is None:
-        row = ExternalSystemMapping(id=uuid.uuid4(), system_name=item.system_name)
-        session.add(row)
     owner = None
     if item.created_by:
         owner = session.scalar(select(User).where(User.email == item.created_by, User.role.is_not(None)))
         if owner is None:
             raise MappingError(f"mapping {item.system_name!r}: created_by {item.created_by!r} is not a catalog user")
+    row = find_mapping(session, item.system_name, stream)
+    created = row is None
+    if row is None:
+        row = ExternalSystemMapping(id=uuid.uuid4(), system_name=item.system_name)
     row.system_type = item.system_type
     row.provider_name = item.provider_name
     row.api_endpoint = item.api_endpoint
@@ -128,6 +127,8 @@ def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[
     row.retry_attempts = item.retry_attempts
     row.created_by_user_id = owner.id if owner else row.created_by_user_id
     row.updated_at = utcnow()
+    if created:
+        session.add(row)
     session.flush()
     return row, created
 

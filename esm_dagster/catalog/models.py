@@ -22,6 +22,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -95,9 +97,13 @@ class User(Base):
     full_name: Mapped[str | None] = mapped_column(String(255))
     phone_number: Mapped[str | None] = mapped_column(String(32))
     role: Mapped[UserRole | None] = mapped_column(_enum(UserRole, "user_role"))
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+    # Server defaults: synced rows (Stripe customers -> user) are written by the loader, which
+    # only knows the mapped columns.
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now(), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now(), nullable=False
+    )
 
 
 class ExternalSystemMapping(Base):

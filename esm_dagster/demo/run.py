@@ -103,7 +103,11 @@ def table_counts(url: str, tables: list[str]) -> dict[str, int]:
 
 
 def run_demo(customers: int = 200, charges: int = 1000, port: int | None = None) -> int:
+    import warnings
+
     import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from esm_dagster.cli import format_table
     from esm_dagster.orchestration.loader import build_definitions
@@ -118,10 +122,14 @@ def run_demo(customers: int = 200, charges: int = 1000, port: int | None = None)
         job = defs.resolve_job_def(ALL_JOB)
         started = time.perf_counter()
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(instance=instance, raise_on_error=False)
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
             rows = []
             for event in result.get_asset_materialization_events():
-                materialization = event.asset_materialization
+                materialization = event.materialization
                 assert materialization is not None
                 meta = {k: v.value for k, v in materialization.metadata.items()}
                 rows.append(

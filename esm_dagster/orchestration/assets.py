@@ -1,6 +1,9 @@
-"""One asset per active mapping row, keyed `esm/<system>/<stream>`, wrapping `sync.run_mapping`."""
+"""One asset per active mapping row, keyed `esm/<system>/<stream>`, wrapping `sync.run_mapping`.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Dagster reads the asset function's annotations at
+definition time to find its config class and resources.
+"""
+
 
 import datetime as dt
 
@@ -91,7 +94,7 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
                 vault=vault.vault(),
                 full_refresh=config.full_refresh,
                 since=_parse_since(config.since),
-                dagster_run_id=context.run_id,
+                dagster_run_id=context.run.run_id,
                 logger=context.log,
                 provider_builder=providers.build,
             )

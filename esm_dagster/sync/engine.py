@@ -123,10 +123,16 @@ def run_mapping(
         try:
             rules = parse_rules(row.mapping_rules)
         except RulesError as exc:
-            message = f"mapping {name!r}: mapping_rules.{exc}"
-            mark_error(session, row.id, message)
-            raise SyncFailed(message, SyncReport(str(row.id), name, "unknown", status="failed",
-                                                 error_class="validation", error=message)) from None  # fmt: skip
+            invalid = f"mapping {name!r}: mapping_rules.{exc}"
+        else:
+            invalid = None
+    if invalid is not None:
+        with Session.begin() as session:
+            mark_error(session, mapping_id, invalid)
+        failed = SyncReport(str(mapping_id), name, "unknown", status="failed", error_class="validation", error=invalid)
+        raise SyncFailed(invalid, failed)
+    with Session.begin() as session:
+        row = get_mapping(session, str(mapping_id))
         stream = stream_of(row.provider_name, rules)
         report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh)
         report.asset_key = "esm/" + _source_name(row, stream)
@@ -150,7 +156,7 @@ def run_mapping(
     except Exception as exc:
         report.status = "failed"
         report.error_class = _error_class(exc)
-        report.error = redact_text(f"{type(exc).__name__}: {exc}", extra=_secret_values(locals()))
+        report.error = redact_text(describe_error(exc), extra=_secret_values(locals()))
         report.duration_seconds = round(time.perf_counter() - started, 3)
         _finish(url, mapping_id, run_id, report)
         logger.error(f"sync of {name!r}/{stream} failed: {report.error}")
@@ -166,6 +172,13 @@ def run_mapping(
         f"rejected {report.records_rejected}, pages {report.pages} in {report.duration_seconds}s"
     )
     return report
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the row, the run and the alert; never the SQL parameters (they hold PII)."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _secret_values(scope: dict[str, Any]) -> list[str]:
@@ -222,7 +235,7 @@ def _extract_and_load(
     batch: list[dict[str, Any]] = []
     last_cursor: str | None = after
     pages: Iterator[Page] = provider.iter_pages(
-        ctx.stream, window_start=start, window_end=end, page_size=page_size, starting_after=after
+        ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after
     )
     for page in pages:
         report.pages += 1

@@ -84,7 +84,19 @@ def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.T
             ).create(conn, checkfirst=True)
             existing: set[str] = set()
         else:
-            existing = {c["name"] for c in inspector.get_columns(table)}
+            reflected = inspector.get_columns(table)
+            existing = {c["name"] for c in reflected}
+            unfillable = [
+                c["name"]
+                for c in reflected
+                if not c["nullable"] and c.get("default") is None and not c.get("autoincrement") is True
+                and c["name"] not in columns and c["name"] not in SYSTEM_COLUMNS
+            ]
+            if unfillable:
+                raise TargetTableError(
+                    f"target table {table!r} has NOT NULL column(s) {', '.join(sorted(unfillable))} without a "
+                    "default that the mapping does not fill; map them or give them a server default"
+                )
             wanted = {
                 **{name: column_type(kind) for name, kind in columns.items()},
                 "esm_source": sa.String(200),

@@ -33,9 +33,9 @@ def upgrade() -> None:
         sa.Column("full_name", sa.String(255)),
         sa.Column("phone_number", sa.String(32)),
         sa.Column("role", sa.Enum(*ROLES, name="user_role")),
-        sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_user"),
     )
     op.create_table(

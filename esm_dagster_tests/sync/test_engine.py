@@ -1,0 +1,162 @@
+"""The engine end to end: real HTTP to the Stripe emulator, real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from esm_dagster.catalog.db import get_engine, session_factory
+from esm_dagster.catalog.mappings import get_mapping
+from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncStatus
+from esm_dagster.demo.run import DEMO_STRIPE_KEY
+from esm_dagster.sync.engine import ERROR_THRESHOLD, SyncFailed, run_mapping
+from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
+
+EXPONENT = {"jpy": 0, "usd": 2, "thb": 2, "kwd": 3}
+
+
+@pytest.fixture
+def emulator():
+    with stripe_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def catalog(db_url: str, fernet_key: str, emulator) -> str:
+    demo_catalog(db_url, emulator)
+    return db_url
+
+
+def count(url: str, table: str) -> int:
+    with get_engine(url).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one()
+
+
+def test_customers_sync_rerun_and_full_refresh_write_no_duplicates(catalog: str, emulator) -> None:
+    first = run_mapping(catalog, "stripe/customers")
+    assert first.status == "success"
+    assert first.records_read == 60
+    assert first.records_written + first.records_rejected == first.records_read
+    assert first.records_rejected > 0, "the emulator seeds invalid emails/phones: expected rejects"
+    users = count(catalog, "user")
+    quarantined = count(catalog, "esm_quarantine")
+    assert users == first.records_written + 1  # plus the catalog's own demo owner
+    assert quarantined == first.records_rejected
+
+    again = run_mapping(catalog, "stripe/customers")
+    assert again.records_read == 0  # incremental: nothing new since the high-water mark
+    full = run_mapping(catalog, "stripe/customers", full_refresh=True)
+    assert full.records_read == 60 and full.records_written == first.records_written
+    assert count(catalog, "user") == users
+    assert count(catalog, "esm_quarantine") == quarantined
+    with session_factory(catalog)() as session:
+        seen = session.scalars(sa.select(QuarantineRecord.seen_count)).all()
+    assert set(seen) == {2}
+
+
+def test_loaded_values_are_typed_exactly(catalog: str, emulator) -> None:
+    run_mapping(catalog, "stripe/charges")
+    source = {c["id"]: c for c in emulator_charges(emulator)}
+    with get_engine(catalog).connect() as conn:
+        rows = conn.execute(
+            sa.text("select esm_external_id, amount, currency, paid_at from payment")
+        ).all()
+        phones = conn.execute(sa.text("select phone_number from \"user\" where phone_number is not null")).all()
+    assert len(rows) > 0
+    for external_id, amount, currency, paid_at in rows:
+        charge = source[external_id]
+        assert isinstance(amount, Decimal) or isinstance(Decimal(str(amount)), Decimal)
+        expected = Decimal(charge["amount"]).scaleb(-EXPONENT[charge["currency"]])
+        assert Decimal(str(amount)) == expected
+        assert paid_at is not None
+    assert {r.currency.lower() for r in rows} >= {"jpy", "usd", "thb", "kwd"}
+    for (phone,) in phones:
+        assert re.fullmatch(r"\+[1-9]\d{7,14}", phone)
+
+
+def emulator_charges(emulator) -> list[dict]:
+    import httpx
+
+    out, after = [], None
+    with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {DEMO_STRIPE_KEY}"}) as http:
+        while True:
+            params = {"limit": 100, **({"starting_after": after} if after else {})}
+            page = http.get("/v1/charges", params=params).json()
+            out += page["data"]
+            if not page["has_more"]:
+                return out
+            after = page["data"][-1]["id"]
+
+
+def test_quarantine_keeps_field_rule_value_and_no_secret(catalog: str) -> None:
+    run_mapping(catalog, "stripe/customers")
+    with session_factory(catalog)() as session:
+        rejected = session.scalars(sa.select(QuarantineRecord)).all()
+    assert rejected
+    for record in rejected:
+        assert record.errors and {"field", "rule", "message"} <= set(record.errors[0])
+        assert record.payload.get("id") == record.external_id
+    rules = {e["rule"] for r in rejected for e in r.errors}
+    assert rules & {"email", "phone_number", "required"}
+
+
+def test_wrong_key_fails_cleanly_counts_errors_and_never_leaks(
+    catalog: str, emulator, fernet_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from esm_dagster.security.vault import Vault
+
+    wrong_key = "sk_test_wrongwrongwrong1234567890"
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/charges")
+        row.credentials = Vault.from_env().encrypt({"api_key": wrong_key})
+    caplog.set_level(logging.DEBUG)
+    for attempt in range(1, ERROR_THRESHOLD + 1):
+        with pytest.raises(SyncFailed) as info:
+            run_mapping(catalog, "stripe/charges")
+        assert info.value.report.error_class == "auth"
+        with session_factory(catalog)() as session:
+            row = get_mapping(session, "stripe/charges")
+            assert row.error_count == attempt
+            assert row.sync_status == (SyncStatus.ERROR if attempt == ERROR_THRESHOLD else SyncStatus.ACTIVE)
+        for text in (str(info.value), row.last_error_message or "", caplog.text):
+            assert wrong_key not in text and "wrongwrong" not in text
+    with session_factory(catalog)() as session:
+        runs = session.scalars(sa.select(SyncRun).where(SyncRun.status == "failed")).all()
+    assert len(runs) == ERROR_THRESHOLD and all(r.error_class == "auth" for r in runs)
+
+
+def test_success_after_errors_resets_the_row(catalog: str, emulator) -> None:
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/customers")
+        row.error_count, row.sync_status, row.last_error_message = 3, SyncStatus.ERROR, "boom"
+    run_mapping(catalog, "stripe/customers")
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "stripe/customers")
+        assert (row.error_count, row.sync_status, row.last_error_message) == (0, SyncStatus.ACTIVE, None)
+        assert row.last_sync_at is not None
+
+
+def test_database_never_holds_the_clear_key(catalog: str) -> None:
+    run_mapping(catalog, "stripe/customers")
+    engine = get_engine(catalog)
+    with engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for row in conn.execute(sa.select(sa.text("*")).select_from(sa.table(table))):
+                assert DEMO_STRIPE_KEY not in str(tuple(row)), table
+
+
+def test_malformed_rules_fail_only_that_mapping(catalog: str) -> None:
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/charges")
+        row.mapping_rules = {**row.mapping_rules, "transformations": {"timezone": "Mars/Olympus"}}
+        broken_id = str(row.id)
+    with pytest.raises(SyncFailed, match="Mars/Olympus"):
+        run_mapping(catalog, broken_id)
+    assert run_mapping(catalog, "stripe/customers").status == "success"
+    with session_factory(catalog)() as session:
+        statuses = dict(session.execute(sa.select(ExternalSystemMapping.id, ExternalSystemMapping.sync_status)).all())
+    assert list(statuses.values()).count(SyncStatus.ERROR) == 1
