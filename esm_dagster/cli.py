@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser("mapping", help="external_system_mapping rows").add_subparsers(
         dest="mapping_command", required=True
     )
-    add = mapping.add_parser("add", help="add or update mappings from a YAML/JSON file (encrypts credentials)")
+    add = mapping.add_parser(
+        "add", help="add or update mappings from a YAML/JSON file (encrypts credentials)"
+    )
     add.add_argument("file")
     add.set_defaults(func=cmd_mapping_add)
     listing = mapping.add_parser("list", help="system, type, status, frequency, last sync")

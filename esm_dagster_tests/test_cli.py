@@ -46,7 +46,9 @@ def test_preview_gives_the_documented_json_for_the_seed_rules(capsys: pytest.Cap
     assert all(e["message"] for e in rejected["errors"])
 
 
-def test_mapping_add_encrypts_and_list_shows_the_overview(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mapping_add_encrypts_and_list_shows_the_overview(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
     assert "added Stripe Club Account" in capsys.readouterr().out
     assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
@@ -93,8 +95,14 @@ def test_mapping_add_without_key_is_a_clear_error(
 def test_console_script_and_db_upgrade(tmp_path: Path) -> None:
     env = {"ESM_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "PATH": str(Path(sys.executable).parent)}
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "esm"), "db", "upgrade"], env=env, capture_output=True, text=True, check=True
+        [str(Path(sys.executable).parent / "esm"), "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "0001_initial" in out.stdout
-    key = subprocess.run([sys.executable, "-m", "esm_dagster.cli", "keys", "generate"], capture_output=True, text=True)
+    key = subprocess.run(
+        [sys.executable, "-m", "esm_dagster.cli", "keys", "generate"], capture_output=True, text=True
+    )
     assert len(key.stdout.strip()) == 44

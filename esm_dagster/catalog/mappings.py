@@ -69,7 +69,7 @@ class MappingInput(BaseModel):
     def _lower(cls, value: str) -> str:
         return value.strip().lower()
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
+    def __repr_args__(self):  # type: ignore[no-untyped-def,unused-ignore]
         for name, value in super().__repr_args__():
             yield (name, "***" if name == "credentials" else value)
 
@@ -107,7 +107,9 @@ def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[
     if item.created_by:
         owner = session.scalar(select(User).where(User.email == item.created_by, User.role.is_not(None)))
         if owner is None:
-            raise MappingError(f"mapping {item.system_name!r}: created_by {item.created_by!r} is not a catalog user")
+            raise MappingError(
+                f"mapping {item.system_name!r}: created_by {item.created_by!r} is not a catalog user"
+            )
     row = find_mapping(session, item.system_name, stream)
     created = row is None
     if row is None:

@@ -98,7 +98,9 @@ def table_counts(url: str, tables: list[str]) -> dict[str, int]:
         inspector = sa.inspect(conn)
         for table in tables:
             if inspector.has_table(table):
-                counts[table] = conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar_one()
+                counts[table] = conn.execute(
+                    sa.select(sa.func.count()).select_from(sa.table(table))
+                ).scalar_one()
     return counts
 
 

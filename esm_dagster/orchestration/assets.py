@@ -4,7 +4,6 @@ No `from __future__ import annotations` here: Dagster reads the asset function's
 definition time to find its config class and resources.
 """
 
-
 import datetime as dt
 
 import dagster as dg

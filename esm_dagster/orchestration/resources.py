@@ -16,20 +16,20 @@ from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.vault import Vault
 
 
-class CatalogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class CatalogResource(dg.ConfigurableResource):
     """Where the catalog lives (SQLite file or PostgreSQL); the target tables share it."""
 
     database_url: str
 
 
-class VaultResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class VaultResource(dg.ConfigurableResource):
     """Opens credentials inside a run with the keys of `ESM_FERNET_KEYS` (or its key file)."""
 
     def vault(self) -> Vault:
         return Vault.from_env()
 
 
-class ProvidersResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class ProvidersResource(dg.ConfigurableResource):
     """Builds the per-provider HTTP client for one mapping row and its decrypted credentials."""
 
     def build(self, row: ExternalSystemMapping, credentials: dict[str, Any]) -> Provider:

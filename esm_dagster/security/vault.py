@@ -85,7 +85,9 @@ class Vault:
         token = (stored or {}).get(CIPHERTEXT_FIELD)
         if not token:
             if stored:
-                raise VaultError(f"mapping {mapping}: credentials are not Fernet ciphertext (refusing clear text)")
+                raise VaultError(
+                    f"mapping {mapping}: credentials are not Fernet ciphertext (refusing clear text)"
+                )
             return {}
         try:
             plain = json.loads(self._fernet.decrypt(str(token).encode()))

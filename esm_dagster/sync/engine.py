@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -120,16 +120,17 @@ def run_mapping(
         row = get_mapping(session, mapping_ref)
         name = row.system_name
         mapping_id = row.id
+        invalid: str | None = None
         try:
             rules = parse_rules(row.mapping_rules)
         except RulesError as exc:
             invalid = f"mapping {name!r}: mapping_rules.{exc}"
-        else:
-            invalid = None
     if invalid is not None:
         with Session.begin() as session:
             mark_error(session, mapping_id, invalid)
-        failed = SyncReport(str(mapping_id), name, "unknown", status="failed", error_class="validation", error=invalid)
+        failed = SyncReport(
+            str(mapping_id), name, "unknown", status="failed", error_class="validation", error=invalid
+        )
         raise SyncFailed(invalid, failed)
     with Session.begin() as session:
         row = get_mapping(session, str(mapping_id))
@@ -137,7 +138,9 @@ def run_mapping(
         report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh)
         report.asset_key = "esm/" + _source_name(row, stream)
         source = _source_name(row, stream)
-        run = SyncRun(mapping_id=row.id, stream=stream, dagster_run_id=dagster_run_id, full_refresh=full_refresh)
+        run = SyncRun(
+            mapping_id=row.id, stream=stream, dagster_run_id=dagster_run_id, full_refresh=full_refresh
+        )
         session.add(run)
         session.flush()
         run_id = run.id
@@ -287,8 +290,12 @@ def _load_batch(
                 by_identity[external_id] = values  # page-boundary duplicates: the last copy wins
                 written_ids.add(int(index))
             table = ctx.tables[table_name]
-            update_columns = [c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")]
-            stmt = upsert_statement(engine.dialect.name, table, ["esm_source", "esm_external_id"], update_columns)
+            update_columns = [
+                c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")
+            ]
+            stmt = upsert_statement(
+                engine.dialect.name, table, ["esm_source", "esm_external_id"], update_columns
+            )
             conn.execute(stmt, list(by_identity.values()))
             report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
         report.records_written += len(written_ids)
@@ -300,7 +307,9 @@ def _load_batch(
     cursor.update(new_cursor)
 
 
-def _quarantine(conn: sa.Connection, dialect: str, ctx: _Context, rejected: list[Any], now: dt.datetime) -> None:
+def _quarantine(
+    conn: sa.Connection, dialect: str, ctx: _Context, rejected: list[Any], now: dt.datetime
+) -> None:
     table = QuarantineRecord.__table__
     key_path = ctx.rules.sync.key
     rows: dict[str, dict[str, Any]] = {}
@@ -310,7 +319,8 @@ def _quarantine(conn: sa.Connection, dialect: str, ctx: _Context, rejected: list
         fingerprint = (
             f"id:{external_id}"
             if external_id not in (None, "")
-            else "sha256:" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+            else "sha256:"
+            + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         )
         rows[fingerprint] = {
             "id": uuid.uuid4(),
@@ -318,9 +328,7 @@ def _quarantine(conn: sa.Connection, dialect: str, ctx: _Context, rejected: list
             "stream": ctx.stream,
             "fingerprint": fingerprint,
             "external_id": None if external_id is None else str(external_id)[:200],
-            "errors": [
-                {"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors
-            ],
+            "errors": [{"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors],
             "payload": json.loads(json.dumps(payload, default=str)),
             "first_seen_at": now,
             "last_seen_at": now,
@@ -360,10 +368,14 @@ def _lookup(record: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _save_cursor(conn: sa.Connection, dialect: str, ctx: _Context, cursor: dict[str, Any], now: dt.datetime) -> None:
-    table = SyncState.__table__
+def _save_cursor(
+    conn: sa.Connection, dialect: str, ctx: _Context, cursor: dict[str, Any], now: dt.datetime
+) -> None:
+    table = cast(sa.Table, SyncState.__table__)
     stmt = upsert_statement(dialect, table, ["mapping_id", "stream"], ["cursor", "updated_at"])
-    conn.execute(stmt, [{"mapping_id": ctx.mapping_id, "stream": ctx.stream, "cursor": cursor, "updated_at": now}])
+    conn.execute(
+        stmt, [{"mapping_id": ctx.mapping_id, "stream": ctx.stream, "cursor": cursor, "updated_at": now}]
+    )
 
 
 def _finish(url: str, mapping_id: uuid.UUID, run_id: uuid.UUID, report: SyncReport) -> None:

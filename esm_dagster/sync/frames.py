@@ -15,7 +15,10 @@ def _column_values(series: pd.Series) -> list[Any]:
     if pd.api.types.is_bool_dtype(series.dtype) and pd.api.types.is_extension_array_dtype(series.dtype):
         return [None if pd.isna(v) else bool(v) for v in series]
     values = series.tolist()
-    return [None if (v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)) else v for v in values]
+    return [
+        None if (v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)) else v
+        for v in values
+    ]
 
 
 def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:

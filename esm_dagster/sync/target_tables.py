@@ -28,8 +28,8 @@ class TargetTableError(ValueError):
     pass
 
 
-def column_type(type_name: str) -> sa.types.TypeEngine:  # type: ignore[type-arg]
-    types: dict[str, sa.types.TypeEngine] = {  # type: ignore[type-arg]
+def column_type(type_name: str) -> sa.types.TypeEngine:
+    types: dict[str, sa.types.TypeEngine] = {
         "string": sa.Text(),
         "integer": sa.BigInteger(),
         "decimal": ExactDecimal(),
@@ -61,7 +61,7 @@ def _check_names(table: str, columns: Mapping[str, str]) -> None:
             raise TargetTableError(f"target column {table}.{column} is reserved or not an identifier")
 
 
-def _add_column_sql(engine: Engine, table: str, column: str, type_: sa.types.TypeEngine) -> str:  # type: ignore[type-arg]
+def _add_column_sql(engine: Engine, table: str, column: str, type_: sa.types.TypeEngine) -> str:
     preparer = engine.dialect.identifier_preparer
     compiled = type_.dialect_impl(engine.dialect).compile(dialect=engine.dialect)
     return f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {compiled}"
@@ -89,8 +89,11 @@ def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.T
             unfillable = [
                 c["name"]
                 for c in reflected
-                if not c["nullable"] and c.get("default") is None and not c.get("autoincrement") is True
-                and c["name"] not in columns and c["name"] not in SYSTEM_COLUMNS
+                if not c["nullable"]
+                and c.get("default") is None
+                and c.get("autoincrement") is not True
+                and c["name"] not in columns
+                and c["name"] not in SYSTEM_COLUMNS
             ]
             if unfillable:
                 raise TargetTableError(

@@ -65,17 +65,25 @@ def test_materialize_all_on_a_real_instance_then_again_without_duplicates(catalo
             assert meta["records_written"] > 0
             assert {"records_read", "records_rejected", "pages", "duration_seconds"} <= set(meta)
         with get_engine(catalog).connect() as conn:
-            before = {t: conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one() for t in ("user", "payment")}
+            before = {
+                t: conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one()
+                for t in ("user", "payment")
+            }
         second = defs.resolve_job_def(ALL_JOB).execute_in_process(instance=instance)
         assert second.success
         with get_engine(catalog).connect() as conn:
-            after = {t: conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one() for t in ("user", "payment")}
+            after = {
+                t: conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one()
+                for t in ("user", "payment")
+            }
         assert after == before
         # No secret anywhere in the Dagster event log.
         for run in (result, second):
             for record in instance.all_logs(run.run_id):
                 assert DEMO_STRIPE_KEY not in str(record)
-        assert instance.get_latest_materialization_event(dg.AssetKey(["esm", "stripe", "charges"])) is not None
+        assert (
+            instance.get_latest_materialization_event(dg.AssetKey(["esm", "stripe", "charges"])) is not None
+        )
 
 
 def test_manual_full_refresh_through_run_config(catalog: str) -> None:
@@ -104,7 +112,9 @@ def test_malformed_rules_mark_only_their_row_and_others_load(catalog: str) -> No
         row = session.get(ExternalSystemMapping, broken)
         assert row.sync_status == SyncStatus.ERROR
         assert "field_mappings.amount" in (row.last_error_message or "") and "monee" in row.last_error_message
-        others = session.scalars(sa.select(ExternalSystemMapping).where(ExternalSystemMapping.id != broken)).all()
+        others = session.scalars(
+            sa.select(ExternalSystemMapping).where(ExternalSystemMapping.id != broken)
+        ).all()
         assert all(o.sync_status != SyncStatus.ERROR for o in others)
     # A reload does not count the same problem again.
     build_definitions(catalog)

@@ -62,12 +62,10 @@ def test_loaded_values_are_typed_exactly(catalog: str, emulator) -> None:
     run_mapping(catalog, "stripe/charges")
     source = {c["id"]: c for c in emulator_charges(emulator)}
     with get_engine(catalog).connect() as conn:
-        rows = conn.execute(
-            sa.text("select esm_external_id, amount, currency, paid_at from payment")
-        ).all()
-        phones = conn.execute(sa.text("select phone_number from \"user\" where phone_number is not null")).all()
+        rows = conn.execute(sa.text("select esm_external_id, amount, currency, paid_at from payment")).all()
+        phones = conn.execute(sa.text('select phone_number from "user" where phone_number is not null')).all()
     assert len(rows) > 0
-    for external_id, amount, currency, paid_at in rows:
+    for external_id, amount, _currency, paid_at in rows:
         charge = source[external_id]
         assert isinstance(amount, Decimal) or isinstance(Decimal(str(amount)), Decimal)
         expected = Decimal(charge["amount"]).scaleb(-EXPONENT[charge["currency"]])
@@ -158,5 +156,43 @@ def test_malformed_rules_fail_only_that_mapping(catalog: str) -> None:
         run_mapping(catalog, broken_id)
     assert run_mapping(catalog, "stripe/customers").status == "success"
     with session_factory(catalog)() as session:
-        statuses = dict(session.execute(sa.select(ExternalSystemMapping.id, ExternalSystemMapping.sync_status)).all())
+        statuses = dict(
+            session.execute(sa.select(ExternalSystemMapping.id, ExternalSystemMapping.sync_status)).all()
+        )
     assert list(statuses.values()).count(SyncStatus.ERROR) == 1
+
+
+def test_failed_run_resumes_from_its_last_checkpoint_with_nothing_lost_or_doubled(
+    catalog: str, emulator
+) -> None:
+    from esm_dagster.sync.engine import _load_cursor
+
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/charges")
+        row.mapping_rules = {
+            **row.mapping_rules,
+            "sync_config": {**row.mapping_rules["sync_config"], "batch_size": 100},
+        }
+        mapping_id = row.id
+    emulator.faults.limit_rate(0.0001, burst=2)  # two pages, then 429s
+    with pytest.raises(SyncFailed) as info:
+        run_mapping(catalog, "stripe/charges")
+    assert info.value.report.error_class == "rate_limit"
+    assert info.value.report.records_read == 200
+    partial = count(catalog, "payment")
+    assert 0 < partial < 300
+    cursor = _load_cursor(catalog, mapping_id, "charges")
+    assert cursor["pending"]["after"] and cursor.get("high_water") is None
+
+    emulator.faults.limit_rate(None)
+    resumed = run_mapping(catalog, "stripe/charges")
+    assert resumed.resumed and resumed.records_read == 100
+    accepted = count(catalog, "payment")
+    assert accepted + count(catalog, "esm_quarantine") == 300
+    with get_engine(catalog).connect() as conn:
+        ids = conn.execute(sa.text("select esm_external_id from payment")).scalars().all()
+    assert len(ids) == len(set(ids))
+    assert set(ids) <= {c["id"] for c in emulator_charges(emulator)}
+    assert run_mapping(catalog, "stripe/charges").records_read == 0
+    assert run_mapping(catalog, "stripe/charges", full_refresh=True).records_written == accepted
+    assert count(catalog, "payment") == accepted

@@ -1,0 +1,219 @@
+"""What every provider module shares: streams, pages, the provider contract and its one error type.
+
+A provider turns one external API into named streams of records, read page by page. It does no
+retrying of its own (the transport policy decides that from `ProviderError.retryable` and
+`retry_after`), holds its credential as a `Secret`, and raises only `ProviderError`, whose text is
+built from parts that cannot hold a credential: provider name, method, URL path without query,
+status, error class, provider code and the provider's message with known secrets masked.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self, get_args
+from urllib.parse import urlsplit
+
+from esm_dagster.security.redact import redact_text
+from esm_dagster.security.secret import Secret
+
+ErrorClass = Literal["timeout", "auth", "rate_limit", "validation", "server", "client", "network"]
+ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
+
+_URL_TAIL = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://)[^\s/@'\"<>]*@", re.IGNORECASE)
+_MAX_MESSAGE = 500
+
+
+def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
+    """`text` without the given secrets, credential-shaped tokens, URL queries or URL user info."""
+    text = redact_text(text, [secret.reveal() for secret in secrets])
+    text = _URL_TAIL.sub(r"\1", text)
+    return _URL_USERINFO.sub(r"\1", text)
+
+
+def safe_url(url: object) -> str:
+    """Scheme, host, port and path only: no user info, query string or fragment."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    if not parts.scheme and not host:
+        return parts.path
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a stream: records in the provider's order and where to continue."""
+
+    records: list[dict[str, Any]]
+    has_more: bool
+    next_cursor: str | None  # the cursor to resume after this page; None once the stream is done
+    request_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    default_target: str | None  # hint for the loader, e.g. the internal table a stream usually fills
+    supports_created_window: bool  # whether window_start / window_end filter server-side
+    primary_key: str = "id"
+    cursor_field: str | None = "created"
+    max_page_size: int = 100
+    description: str = ""
+
+
+class ProviderError(Exception):
+    """A failed provider call, classified for the transport policy; safe to log, print and pickle."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        error_class: ErrorClass,
+        status: int | None = None,
+        code: str | None = None,
+        provider_message: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        secrets: Iterable[Secret] = (),
+    ) -> None:
+        if error_class not in ERROR_CLASSES:
+            raise ValueError(f"unknown error class {error_class!r}")
+        secrets = tuple(secrets)
+        self.provider = provider
+        self.error_class: ErrorClass = error_class
+        self.status = status
+        self.code = scrub(code, secrets)[:100] if code else None
+        self.provider_message = scrub(provider_message, secrets)[:_MAX_MESSAGE] if provider_message else None
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.request_id = scrub(request_id, secrets)[:100] if request_id else None
+        self.method = method
+        self.url = scrub(safe_url(url), secrets) if url else None
+        self.summary = scrub(message, secrets)[:_MAX_MESSAGE]
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = " ".join(p for p in (self.method, self.url) if p)
+        head = f"{self.provider} {where}".strip()
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        details = [f"{status}{self.error_class}"]
+        if self.code:
+            details.append(f"code={self.code}")
+        if self.request_id:
+            details.append(f"request_id={self.request_id}")
+        details.append("retryable" if self.retryable else "not retryable")
+        text = f"{head}: {self.summary} ({', '.join(details)})"
+        if self.provider_message and self.provider_message not in self.summary:
+            text += f": {self.provider_message}"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError(provider={self.provider!r}, error_class={self.error_class!r}, "
+            f"status={self.status!r}, code={self.code!r}, retryable={self.retryable!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling calls cls(*args) and would lose the keyword-only fields; Dagster
+        # and multiprocess executors pickle exceptions across process boundaries.
+        return (_restore_provider_error, (self._state(),))
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "message": self.summary,
+            "provider": self.provider,
+            "error_class": self.error_class,
+            "status": self.status,
+            "code": self.code,
+            "provider_message": self.provider_message,
+            "retryable": self.retryable,
+            "retry_after": self.retry_after,
+            "request_id": self.request_id,
+            "method": self.method,
+            "url": self.url,
+        }
+
+
+def _restore_provider_error(state: dict[str, Any]) -> ProviderError:
+    return ProviderError(**state)
+
+
+class Provider(abc.ABC):
+    """One external API seen as named streams of records.
+
+    `iter_pages` yields pages in the provider's own order; `window_start` (inclusive) and
+    `window_end` (exclusive) are unix seconds on the stream's cursor field when the stream
+    `supports_created_window`; `cursor` resumes after the `Page.next_cursor` of an earlier run.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def streams(self) -> Sequence[StreamSpec]: ...
+
+    def stream(self, name: str) -> StreamSpec:
+        for spec in self.streams():
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.streams())
+        raise ValueError(f"{self.name} has no stream {name!r} (streams: {known})")
+
+    @abc.abstractmethod
+    def iter_pages(
+        self,
+        stream: str,
+        *,
+        window_start: int | None = None,
+        window_end: int | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Iterator[Page]: ...
+
+    @abc.abstractmethod
+    def probe(self) -> float:
+        """One cheap authenticated call; returns its duration in seconds or raises ProviderError."""
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(slots=True)
+class CursorGuard:
+    """Stops a paginator that the server sends around in circles (same cursor twice)."""
+
+    provider: str
+    stream: str
+    seen: set[str] = field(default_factory=set)
+
+    def check(self, cursor: str) -> None:
+        if cursor in self.seen:
+            raise ProviderError(
+                f"the {self.stream} stream returned cursor {cursor!r} twice; stopping instead of looping",
+                provider=self.provider,
+                error_class="server",
+                code="repeated_cursor",
+                retryable=False,
+            )
+        self.seen.add(cursor)

@@ -1,0 +1,307 @@
+"""Stripe v1: the `customers` and `charges` streams (PROVIDERS.md §1).
+
+Auth is `Authorization: Bearer <secret key>`, added per request from a `Secret`; `Stripe-Version` is
+sent when the mapping pins one. Lists are newest first; paging is `limit` (at most 100) and
+`starting_after=<id of the last record>` while `has_more`; a window is `created[gte]` / `created[lt]`.
+No retries here: errors come out as `ProviderError` with the class and `retryable` flag the transport
+policy needs (Stripe's rules: retry on connection errors, on 409, on 5xx, on 429, and whenever
+`Stripe-Should-Retry: true`; never when it says `false`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from esm_dagster import __version__
+from esm_dagster.providers.base import CursorGuard, ErrorClass, Page, Provider, ProviderError, StreamSpec
+from esm_dagster.security.endpoints import is_loopback
+from esm_dagster.security.secret import Secret
+
+DEFAULT_BASE_URL = "https://api.stripe.com"
+MAX_PAGE_SIZE = 100
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key at send time, so it lives in no client default and no repr."""
+
+    def __init__(self, secret: Secret) -> None:
+        self._secret = secret
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+
+class StripeProvider(Provider):
+    name: ClassVar[str] = "stripe"
+    _STREAMS: ClassVar[tuple[StreamSpec, ...]] = (
+        StreamSpec(
+            name="customers",
+            default_target="customer",
+            supports_created_window=True,
+            max_page_size=MAX_PAGE_SIZE,
+            description="GET /v1/customers, newest first",
+        ),
+        StreamSpec(
+            name="charges",
+            default_target="payment",
+            supports_created_window=True,
+            max_page_size=MAX_PAGE_SIZE,
+            description="GET /v1/charges, newest first",
+        ),
+    )
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        api_version: str | None = None,
+        timeout_seconds: float = 30.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not isinstance(api_key, Secret) or not api_key:
+            raise TypeError("api_key must be a non-empty esm_dagster.security.secret.Secret")
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be > 0")
+        self.base_url = _normalise_base_url(base_url)
+        self.api_version = api_version or None
+        self.timeout_seconds = float(timeout_seconds)
+        self._secret = api_key
+        self._auth = _BearerAuth(api_key)
+        self._owns_client = client is None
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(self.timeout_seconds),
+            follow_redirects=False,  # a redirect must not carry the key anywhere
+            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
+        )
+        self._headers = {"Accept": "application/json", "User-Agent": f"esm-dagster/{__version__}"}
+        if self.api_version:
+            self._headers["Stripe-Version"] = self.api_version
+
+    def __repr__(self) -> str:
+        return f"StripeProvider(base_url={self.base_url!r}, api_version={self.api_version!r}, api_key=***)"
+
+    # ---- Provider -------------------------------------------------------------------------------
+    def streams(self) -> Sequence[StreamSpec]:
+        return self._STREAMS
+
+    def iter_pages(
+        self,
+        stream: str,
+        *,
+        window_start: int | None = None,
+        window_end: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Iterator[Page]:
+        """Pages newest first; `cursor` resumes after that record (an earlier `Page.next_cursor`).
+
+        `page_size` above Stripe's maximum of 100 is lowered to 100.
+        """
+        spec = self.stream(stream)
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        params: dict[str, str] = {"limit": str(min(page_size, spec.max_page_size))}
+        if window_start is not None:
+            params["created[gte]"] = str(int(window_start))
+        if window_end is not None:
+            params["created[lt]"] = str(int(window_end))
+        return self._pages(spec, params, cursor)
+
+    def _pages(self, spec: StreamSpec, params: dict[str, str], cursor: str | None) -> Iterator[Page]:
+        path = f"/v1/{spec.name}"
+        guard = CursorGuard(self.name, spec.name)
+        if cursor is not None:
+            guard.check(cursor)
+        while True:
+            query = dict(params)
+            if cursor is not None:
+                query["starting_after"] = cursor
+            body, seconds = self._get(path, query)
+            records, has_more = self._list_body(body, path)
+            next_cursor: str | None = None
+            if has_more:
+                if not records:
+                    raise self._protocol_error(
+                        "has_more is true on an empty page", "empty_page_with_has_more", path
+                    )
+                last_id = records[-1].get("id")
+                if not isinstance(last_id, str) or not last_id:
+                    raise self._protocol_error("the last record of a page has no id", "missing_id", path)
+                guard.check(last_id)
+                next_cursor = last_id
+            yield Page(records=records, has_more=has_more, next_cursor=next_cursor, request_seconds=seconds)
+            if next_cursor is None:
+                return
+            cursor = next_cursor
+
+    def probe(self) -> float:
+        _, seconds = self._get("/v1/customers", {"limit": "1"})
+        return seconds
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # ---- HTTP -----------------------------------------------------------------------------------
+    def _get(self, path: str, params: Mapping[str, str]) -> tuple[dict[str, Any], float]:
+        url = self.base_url + path
+        failure: ProviderError | None = None
+        started = time.perf_counter()
+        try:
+            response = self._client.get(url, params=params, headers=self._headers, auth=self._auth)
+        except httpx.TimeoutException as exc:
+            failure = self._transport_error(
+                f"no answer within {self.timeout_seconds:g} s ({type(exc).__name__})", "timeout", True, path
+            )
+        except httpx.UnsupportedProtocol as exc:
+            failure = self._transport_error(f"unsupported URL ({type(exc).__name__})", "client", False, path)
+        except httpx.TransportError as exc:
+            failure = self._transport_error(f"{type(exc).__name__}: {exc}", "network", True, path)
+        if failure is not None:
+            # Raised outside the except block: no chained httpx exception, whose request carries
+            # the Authorization header, travels with it.
+            raise failure
+        seconds = time.perf_counter() - started
+        if response.status_code != 200:
+            raise self._http_error(response, path)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ProviderError(
+                "Stripe answered 200 with a body that is not a JSON object",
+                provider=self.name,
+                error_class="server",
+                status=200,
+                code="invalid_json",
+                retryable=True,
+                request_id=response.headers.get("request-id"),
+                method="GET",
+                url=self.base_url + path,
+                secrets=(self._secret,),
+            )
+        return body, seconds
+
+    def _list_body(self, body: dict[str, Any], path: str) -> tuple[list[dict[str, Any]], bool]:
+        data, has_more = body.get("data"), body.get("has_more")
+        if body.get("object") != "list" or not isinstance(data, list) or not isinstance(has_more, bool):
+            raise self._protocol_error("the answer is not a Stripe list object", "unexpected_response", path)
+        if not all(isinstance(record, dict) for record in data):
+            raise self._protocol_error("a list item is not an object", "unexpected_response", path)
+        return data, has_more
+
+    def _protocol_error(self, message: str, code: str, path: str) -> ProviderError:
+        return ProviderError(
+            message,
+            provider=self.name,
+            error_class="server",
+            status=200,
+            code=code,
+            retryable=False,
+            method="GET",
+            url=self.base_url + path,
+            secrets=(self._secret,),
+        )
+
+    def _transport_error(
+        self, message: str, error_class: ErrorClass, retryable: bool, path: str
+    ) -> ProviderError:
+        return ProviderError(
+            message,
+            provider=self.name,
+            error_class=error_class,
+            retryable=retryable,
+            method="GET",
+            url=self.base_url + path,
+            secrets=(self._secret,),
+        )
+
+    def _http_error(self, response: httpx.Response, path: str) -> ProviderError:
+        status = response.status_code
+        error: dict[str, Any] = {}
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error = body["error"]
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        error_type = error.get("type") if isinstance(error.get("type"), str) else None
+        message = error.get("message") if isinstance(error.get("message"), str) else None
+        should_retry = (response.headers.get("stripe-should-retry") or "").strip().lower()
+
+        error_class: ErrorClass
+        if status == 429 or code == "rate_limit":  # a 400 with code rate_limit is the legacy form
+            error_class, retryable = "rate_limit", True
+        elif status in (401, 403):
+            error_class, retryable = "auth", False
+        elif status >= 500:
+            error_class, retryable = "server", True
+        elif status == 409:  # lock_timeout and friends; Stripe's SDK retries these
+            error_class, retryable = "client", True
+        elif status in (400, 402, 422) or error_type == "idempotency_error":
+            error_class, retryable = "validation", False
+        else:
+            error_class, retryable = "client", False
+        if should_retry == "true":
+            retryable = True
+        elif should_retry == "false":
+            retryable = False
+
+        summary = f"Stripe answered HTTP {status}" + (f" ({error_type})" if error_type else "")
+        return ProviderError(
+            summary,
+            provider=self.name,
+            error_class=error_class,
+            status=status,
+            code=code,
+            provider_message=message,
+            retryable=retryable,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+            request_id=response.headers.get("request-id"),
+            method="GET",
+            url=self.base_url + path,
+            secrets=(self._secret,),
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _normalise_base_url(base_url: str) -> str:
+    """`https://api.stripe.com`, with or without a trailing `/v1`; http only for loopback."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("base_url must be an absolute http(s) URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("Stripe is only reached over https (plain http is allowed for loopback emulators)")
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{parts.scheme}://{parts.netloc}{path}"

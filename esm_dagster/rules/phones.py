@@ -1,0 +1,50 @@
+"""Phone numbers to E.164.
+
+IDs and phone numbers stay strings (a leading zero is information). A number written the local
+way (``081-234-5678``) only means something with a region, so every mapping has a default region
+(TH unless the rules say otherwise) and ``+66 81 234 5678`` and ``081-234-5678`` both become
+``+66812345678``. Numbers that parse but are not valid for their region are refused.
+
+phonenumbers costs ~50 µs a call, so `normalize_column` calls it once per distinct value of a
+batch; `normalize_phone` is also memoised across batches, and its cache statistics are the
+honest count of library calls.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+
+from esm_dagster.rules.conversion import Invalid, is_nan, map_distinct, show
+
+CACHE_SIZE = 65_536
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def normalize_phone(value: str, region: str) -> str | Invalid:
+    """E.164 form of `value` read with default `region`, or an `Invalid`."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        return Invalid("phone_number", f"{show(value)} is not a phone number ({exc})")
+    if not phonenumbers.is_valid_number(number):
+        return Invalid("phone_number", f"{show(value)} is not a valid phone number for region {region}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _as_text(value: Any) -> Any:
+    if value is None or value.__class__ is str:
+        return value
+    if is_nan(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return Invalid("type", f"{show(value)} is not a phone number (expected a string)")
+
+
+def normalize_column(values: list[Any], region: str) -> list[Any]:
+    """Convert a column of raw values; failures are left in place as `Invalid`."""
+    texts = [v if v.__class__ is str else _as_text(v) for v in values]
+    return map_distinct(texts, lambda v: normalize_phone(v, region))

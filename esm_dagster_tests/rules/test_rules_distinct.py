@@ -1,0 +1,43 @@
+"""The per-value libraries run once per distinct value, not once per record."""
+
+from __future__ import annotations
+
+from esm_dagster.rules import compile_rules, emails, phones
+from esm_dagster_tests.rules.rules_fixtures import seed
+
+RECORDS = 200_000
+DISTINCT_EMAILS = 500
+DISTINCT_PHONES = 300
+
+
+def test_phone_and_email_libraries_called_once_per_distinct_value() -> None:
+    email_pool = [f"member{i}+club@example.org" for i in range(DISTINCT_EMAILS - 1)] + ["broken"]
+    phone_pool = [f"08{1 + i % 9}-{100 + i:03d}-{1000 + i:04d}" for i in range(DISTINCT_PHONES)]
+    records = [
+        {
+            "id": f"{i:07d}",
+            "email": email_pool[i % DISTINCT_EMAILS],
+            "name": "Member",
+            "phone": phone_pool[i % DISTINCT_PHONES],
+            "created": 1700000000 + i,
+        }
+        for i in range(RECORDS)
+    ]
+    plan = compile_rules(seed())
+    emails.normalize_email.cache_clear()
+    phones.normalize_phone.cache_clear()
+
+    result = plan.apply(records)
+
+    assert emails.normalize_email.cache_info().misses == DISTINCT_EMAILS
+    assert phones.normalize_phone.cache_info().misses == DISTINCT_PHONES
+    # Deduplication happens before the cache: the library functions were not even asked twice.
+    assert emails.normalize_email.cache_info().hits == 0
+    assert phones.normalize_phone.cache_info().hits == 0
+    assert result.rejected_count == RECORDS // DISTINCT_EMAILS  # every record with "broken"
+    assert result.accepted_count == RECORDS - result.rejected_count
+
+    # A second batch with the same values is served from the cache: no new library calls.
+    plan.apply(records[:1000], start_index=RECORDS)
+    assert emails.normalize_email.cache_info().misses == DISTINCT_EMAILS
+    assert phones.normalize_phone.cache_info().misses == DISTINCT_PHONES

@@ -1,0 +1,71 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from esm_dagster.catalog.db import get_engine
+from esm_dagster.sync.dialect import upsert_statement
+from esm_dagster.sync.target_tables import TargetTableError, ensure_table, row_id
+
+
+def columns_of(url: str, table: str) -> set[str]:
+    with get_engine(url).connect() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def test_created_from_mappings_then_only_gains_columns(db_url: str) -> None:
+    engine = get_engine(db_url)
+    ensure_table(engine, "payment", {"amount": "money", "paid_at": "timestamp"})
+    assert columns_of(db_url, "payment") == {
+        "id",
+        "amount",
+        "paid_at",
+        "esm_source",
+        "esm_external_id",
+        "esm_synced_at",
+    }
+    table = ensure_table(engine, "payment", {"amount": "money", "status": "string", "paid": "boolean"})
+    assert {"status", "paid", "paid_at"} <= columns_of(db_url, "payment")  # paid_at kept
+    row = {
+        "id": row_id("stripe/charges", "ch_1"),
+        "amount": Decimal("19.99"),
+        "status": "succeeded",
+        "paid": True,
+        "esm_source": "stripe/charges",
+        "esm_external_id": "ch_1",
+        "esm_synced_at": dt.datetime.now(dt.UTC),
+    }
+    stmt = upsert_statement(
+        engine.dialect.name, table, ["esm_source", "esm_external_id"], ["amount", "status"]
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt, [row])
+        conn.execute(stmt, [{**row, "amount": Decimal("20.01")}])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.amount, table.c.status)).all()
+    assert rows == [(Decimal("20.01"), "succeeded")]
+
+
+def test_existing_catalog_user_table_is_extended_not_replaced(db_url: str) -> None:
+    ensure_table(get_engine(db_url), "user", {"email": "email", "city": "string"})
+    assert {"role", "is_active", "city", "esm_external_id"} <= columns_of(db_url, "user")
+
+
+@pytest.mark.parametrize("table", ["external_system_mapping", "esm_quarantine", "Payment", "pay-ment"])
+def test_reserved_or_odd_tables_are_refused(db_url: str, table: str) -> None:
+    with pytest.raises(TargetTableError, match="not allowed"):
+        ensure_table(get_engine(db_url), table, {"x": "string"})
+
+
+def test_unfillable_not_null_column_is_named(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table booking (id varchar(36) primary key, court integer not null)"))
+    with pytest.raises(TargetTableError, match="court"):
+        ensure_table(engine, "booking", {"note": "string"})
+
+
+def test_row_ids_are_stable_per_source() -> None:
+    assert row_id("stripe/charges", "ch_1") == row_id("stripe/charges", "ch_1")
+    assert row_id("stripe/charges", "ch_1") != row_id("stripe_eu/charges", "ch_1")
