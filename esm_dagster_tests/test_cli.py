@@ -106,3 +106,53 @@ def test_console_script_and_db_upgrade(tmp_path: Path) -> None:
         [sys.executable, "-m", "esm_dagster.cli", "keys", "generate"], capture_output=True, text=True
     )
     assert len(key.stdout.strip()) == 44
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        ({"provider_name": "strype"}, ["provider_name", "strype", "stripe"]),
+        ({"mapping_rules.stream": "chargez"}, ["sync_config.stream", "chargez", "customers"]),
+        ({"api_endpoint": "http://api.stripe.com"}, []),  # accepted at write time, refused at run time
+    ],
+)
+def test_mapping_add_names_the_unknown_provider_or_stream(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, needles: list[str]
+) -> None:
+    import yaml
+
+    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
+    for key, value in change.items():
+        if key == "mapping_rules.stream":
+            doc["mapping_rules"]["sync_config"]["stream"] = value
+        else:
+            doc[key] = value
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code = main(["mapping", "add", str(path)])
+    err = capsys.readouterr().err
+    if not needles:
+        assert code == 0
+        return
+    assert code == 2
+    assert "Stripe Club Account" in err
+    for needle in needles:
+        assert needle in err
+    assert "sk_test_replace_me" not in err
+
+
+def test_sync_refuses_cleartext_http_to_a_remote_host(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
+    doc["api_endpoint"] = "http://api.stripe.com"
+    path = tmp_path / "remote.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["mapping", "add", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["sync", "Stripe Club Account"]) == 2
+    err = capsys.readouterr().err
+    assert "must use https" in err and "Stripe Club Account" in err
+    assert "sk_test_replace_me" not in err

@@ -82,9 +82,9 @@ def _rules_or_error(system_name: str, document: Any) -> MappingRules:
 
 
 def stream_of(row_provider: str, rules: MappingRules) -> str:
-    from esm_dagster.providers.factory import default_stream
+    from esm_dagster.providers.factory import resolve_stream
 
-    return rules.sync.stream or default_stream(row_provider)
+    return resolve_stream(row_provider, rules.sync.stream)
 
 
 def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSystemMapping | None:
@@ -94,7 +94,7 @@ def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSys
         try:
             if stream_of(row.provider_name, parse_rules(row.mapping_rules)) == stream:
                 return row
-        except (RulesError, MappingError):
+        except (RulesError, MappingError, LookupError, ValueError):
             continue
     return None
 
@@ -102,7 +102,12 @@ def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSys
 def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
     """Create or update the mapping identified by (system_name, stream); returns (row, created)."""
     rules = _rules_or_error(item.system_name, item.mapping_rules)
-    stream = stream_of(item.provider_name, rules)
+    try:
+        stream = stream_of(item.provider_name, rules)
+    except LookupError as exc:  # unknown provider
+        raise MappingError(f"mapping {item.system_name!r}: provider_name: {exc}") from None
+    except ValueError as exc:  # unknown stream
+        raise MappingError(f"mapping {item.system_name!r}: mapping_rules.{exc}") from None
     owner = None
     if item.created_by:
         owner = session.scalar(select(User).where(User.email == item.created_by, User.role.is_not(None)))
@@ -177,8 +182,8 @@ def spec_from_row(row: ExternalSystemMapping, owner_email: str | None = None) ->
         rules = _rules_or_error(row.system_name, row.mapping_rules)
         stream = stream_of(row.provider_name, rules)
         timezone = rules.transformations.timezone or "UTC"
-    except (MappingError, ValueError) as exc:
-        error = str(exc)
+    except (MappingError, ValueError, LookupError) as exc:
+        error = str(exc) if str(exc).startswith("mapping ") else f"mapping {row.system_name!r}: {exc}"
     return MappingSpec(
         id=str(row.id),
         system_name=row.system_name,

@@ -163,9 +163,12 @@ class Provider(abc.ABC):
     """
 
     name: ClassVar[str]
+    # The streams, first one the default when a mapping names none; known before any instance
+    # exists, so the catalog can validate `sync_config.stream` when a row is written.
+    STREAMS: ClassVar[tuple[StreamSpec, ...]] = ()
 
-    @abc.abstractmethod
-    def streams(self) -> Sequence[StreamSpec]: ...
+    def streams(self) -> Sequence[StreamSpec]:
+        return self.STREAMS
 
     def stream(self, name: str) -> StreamSpec:
         for spec in self.streams():

@@ -37,6 +37,7 @@ from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault, VaultError
 from esm_dagster.sync.dialect import upsert_statement
 from esm_dagster.sync.frames import frame_to_rows
+from esm_dagster.sync.prefetch import prefetched
 from esm_dagster.sync.target_tables import ensure_table, row_id
 
 log = logging.getLogger("esm_dagster.sync")
@@ -237,8 +238,8 @@ def _extract_and_load(
     page_size = min(MAX_PAGE_SIZE, batch_size)
     batch: list[dict[str, Any]] = []
     last_cursor: str | None = after
-    pages: Iterator[Page] = provider.iter_pages(
-        ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after
+    pages: Iterator[Page] = prefetched(
+        provider.iter_pages(ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after)
     )
     for page in pages:
         report.pages += 1
