@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, secrets scrubbed, for every user-caused failure
+        if os.environ.get("ESM_DEBUG") == "1":
+            raise
         print(f"esm: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
 

@@ -12,9 +12,10 @@ import json
 import logging
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.definitions.definitions_load_context import StateBackedDefinitionsLoader
 
-from esm_dagster.catalog.db import redacted_url, session_factory
+from esm_dagster.catalog.db import get_engine, redacted_url, session_factory
 from esm_dagster.catalog.mappings import MappingSpec, load_specs, mark_error
 from esm_dagster.catalog.models import SyncStatus
 from esm_dagster.orchestration.assets import build_mapping_asset
@@ -47,7 +48,18 @@ def _usable(specs: list[MappingSpec]) -> tuple[list[MappingSpec], dict[str, str]
     return chosen, errors
 
 
+class CatalogNotReady(RuntimeError):
+    pass
+
+
 def fetch_specs(database_url: str) -> list[MappingSpec]:
+    engine = get_engine(database_url)
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("external_system_mapping"):
+            raise CatalogNotReady(
+                f"the catalog {redacted_url(database_url)} has no external_system_mapping table: "
+                "run `esm db upgrade` (with the same ESM_DATABASE_URL) first"
+            )
     Session = session_factory(database_url)
     with Session.begin() as session:
         specs = load_specs(session)

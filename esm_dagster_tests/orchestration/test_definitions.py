@@ -137,3 +137,10 @@ def test_failed_sync_fails_the_step_without_secrets(catalog: str, fernet_key: st
     assert len(failures) == 1 and "customers" in failures[0].step_key
     for record in instance.all_logs(result.run_id):
         assert "badbadbad" not in str(record)
+
+
+def test_a_catalog_without_tables_says_how_to_fix_it(blank_db: str) -> None:
+    from esm_dagster.orchestration.loader import CatalogNotReady
+
+    with pytest.raises(CatalogNotReady, match="esm db upgrade"):
+        build_definitions(blank_db)
