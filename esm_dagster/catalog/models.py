@@ -13,7 +13,9 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -62,6 +64,16 @@ class SyncStatus(enum.StrEnum):
     INACTIVE = "inactive"
     ERROR = "error"
     MAINTENANCE = "maintenance"
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+OPEN_TASK_STATUSES = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
 
 
 class UserRole(enum.StrEnum):
@@ -179,6 +191,17 @@ class SyncRun(Base):
     pages: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error_class: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # "sync" or "probe" (the error-state sensor's cheap authenticated call): both count for
+    # availability in the integration-health asset.
+    kind: Mapped[str] = mapped_column(String(10), nullable=False, default="sync", server_default="sync")
+    partition_key: Mapped[str | None] = mapped_column(String(40))
+    window_start: Mapped[dt.datetime | None] = mapped_column()
+    window_end: Mapped[dt.datetime | None] = mapped_column()
+    api_calls: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    rate_limit_waits: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float)
 
 
 class QuarantineRecord(Base):
@@ -205,3 +228,91 @@ class QuarantineRecord(Base):
 
 
 Index("ix_esm_quarantine_open", QuarantineRecord.mapping_id, QuarantineRecord.resolved_at)
+Index("ix_esm_sync_run_started", SyncRun.mapping_id, SyncRun.started_at)
+
+
+class Task(Base):
+    """The seed's TASK: work for a person when a mapping cannot heal itself.
+
+    Opened by the sensors (revoked credentials, a circuit open for a day, conflicts waiting,
+    repeated failures), assigned to the mapping's creator, closed when the mapping recovers.
+    `reason` + `mapping_id` identify the situation: at most one open task per pair.
+    """
+
+    __tablename__ = "task"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[TaskStatus] = mapped_column(
+        _enum(TaskStatus, "task_status"), nullable=False, default=TaskStatus.PENDING
+    )
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    due_date: Mapped[dt.datetime | None] = mapped_column()
+    assigned_to_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    mapping_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE")
+    )
+    reason: Mapped[str | None] = mapped_column(String(60))
+    resolution: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+    completed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+Index(
+    "uq_task_open_reason",
+    Task.mapping_id,
+    Task.reason,
+    unique=True,
+    postgresql_where=Task.status.in_(OPEN_TASK_STATUSES),
+    sqlite_where=Task.status.in_(OPEN_TASK_STATUSES),
+)
+
+
+class AlertDelivery(Base):
+    """One alert sent (or tried) on one channel; the unique key is what deduplicates alerts."""
+
+    __tablename__ = "esm_alert"
+    __table_args__ = (UniqueConstraint("dedup_key", "channel"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    dedup_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    channel: Mapped[str] = mapped_column(String(60), nullable=False)
+    mapping_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    subject: Mapped[str] = mapped_column(String(300), nullable=False)
+    status: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    sent_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class IntegrationHealth(Base):
+    """One mapping's health for one day: the rows behind the integration-health asset."""
+
+    __tablename__ = "esm_integration_health"
+
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    system_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    successes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    availability: Mapped[float | None] = mapped_column(Float)
+    errors_by_class: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    error_rate: Mapped[float | None] = mapped_column(Float)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float)
+    records_written: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    records_rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    validation_pass_rate: Mapped[float | None] = mapped_column(Float)
+    sla_compliant: Mapped[bool | None] = mapped_column(Boolean)
+    api_calls: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    api_budget: Mapped[int | None] = mapped_column(Integer)
+    computed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)

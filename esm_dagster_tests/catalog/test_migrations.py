@@ -18,6 +18,8 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
+HEAD = "0002_operations"
+
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
     "authentication_type", "credentials", "mapping_rules", "sync_frequency", "last_sync_at",
@@ -28,7 +30,7 @@ SEED_COLUMNS = {
 
 def test_migration_matches_models_on_each_engine(blank_db: str) -> None:
     upgrade(blank_db)
-    assert current_revision(blank_db) == "0001_initial"
+    assert current_revision(blank_db) == HEAD
     with get_engine(blank_db).connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
         assert diff == []
@@ -140,3 +142,15 @@ def test_orm_round_trip_enums(db_url: str) -> None:
 def test_normalize_url_prefers_psycopg2() -> None:
     assert normalize_url("postgresql://u@h/db").startswith("postgresql+psycopg2://")
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_downgrade_to_initial_and_back(blank_db: str) -> None:
+    from esm_dagster.catalog.migrate import downgrade
+
+    upgrade(blank_db)
+    downgrade(blank_db, "0001_initial")
+    assert current_revision(blank_db) == "0001_initial"
+    with get_engine(blank_db).connect() as conn:
+        assert not sa.inspect(conn).has_table("task")
+    upgrade(blank_db)
+    assert current_revision(blank_db) == HEAD
