@@ -159,6 +159,12 @@ class MappingSpec:
     retry_attempts: int
     owner_email: str | None = None
     error: str | None = None
+    cron: str | None = None  # sync_config.cron: overrides the frequency's default cadence
+    start_date: str | None = None  # sync_config.start_date (ISO): the first partition
+    min_pass_rate: float | None = None  # validation_rules.min_pass_rate for the pass-rate check
+    requests_per_minute: int | None = None  # sync_config.rate_limiting: the API budget
+    max_run_seconds: int = 3600  # sync_config.max_run_seconds: Dagster's run monitoring stops it
+    error_threshold: int = 3  # sync_config.error_threshold: consecutive failures before `error`
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -177,6 +183,7 @@ def spec_from_row(row: ExternalSystemMapping, owner_email: str | None = None) ->
     stream = "unknown"
     timezone = "UTC"
     slug = "invalid"
+    rules: MappingRules | None = None
     try:
         slug = slugify(row.system_name)
         rules = _rules_or_error(row.system_name, row.mapping_rules)
@@ -200,6 +207,14 @@ def spec_from_row(row: ExternalSystemMapping, owner_email: str | None = None) ->
         retry_attempts=row.retry_attempts,
         owner_email=owner_email,
         error=error,
+        cron=rules.sync.cron if rules else None,
+        start_date=rules.sync.start_date.isoformat() if rules and rules.sync.start_date else None,
+        min_pass_rate=rules.validation_rules.min_pass_rate if rules else None,
+        max_run_seconds=rules.sync.max_run_seconds if rules else 3600,
+        error_threshold=rules.sync.error_threshold if rules else DEFAULT_ERROR_THRESHOLD,
+        requests_per_minute=(
+            rules.sync.rate_limiting.requests_per_minute if rules and rules.sync.rate_limiting else None
+        ),
     )
 
 
@@ -223,6 +238,42 @@ def mark_error(session: Session, mapping_id: str | uuid.UUID, message: str) -> N
     row.last_error_message = message[:4000]
     row.error_count = (row.error_count or 0) + 1
     row.updated_at = utcnow()
+
+
+# Consecutive failed syncs after which a mapping goes to `error` (sync_config.error_threshold).
+DEFAULT_ERROR_THRESHOLD = 3
+
+
+def record_failure(
+    session: Session, mapping_id: str | uuid.UUID, message: str, *, threshold: int = DEFAULT_ERROR_THRESHOLD
+) -> ExternalSystemMapping | None:
+    """Count one failed sync; the row goes to `error` once `threshold` failures are consecutive."""
+    row = session.get(ExternalSystemMapping, uuid.UUID(str(mapping_id)))
+    if row is None:
+        return None
+    row.error_count = (row.error_count or 0) + 1
+    row.last_error_message = message[:4000]
+    if row.error_count >= threshold and row.sync_status == SyncStatus.ACTIVE:
+        row.sync_status = SyncStatus.ERROR
+    row.updated_at = utcnow()
+    return row
+
+
+def record_success(session: Session, mapping_id: str | uuid.UUID) -> ExternalSystemMapping | None:
+    """A sync or probe succeeded: reset the failure streak; an `error` row becomes `active`.
+
+    `maintenance` and `inactive` are a person's decision and stay as they are.
+    """
+    row = session.get(ExternalSystemMapping, uuid.UUID(str(mapping_id)))
+    if row is None:
+        return None
+    row.last_sync_at = utcnow()
+    row.error_count = 0
+    row.last_error_message = None
+    if row.sync_status == SyncStatus.ERROR:
+        row.sync_status = SyncStatus.ACTIVE
+    row.updated_at = utcnow()
+    return row
 
 
 def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:

@@ -19,8 +19,16 @@ from esm_dagster.catalog.db import get_engine, redacted_url, session_factory
 from esm_dagster.catalog.mappings import MappingSpec, load_specs, mark_error
 from esm_dagster.catalog.models import SyncStatus
 from esm_dagster.orchestration.assets import build_mapping_asset
+from esm_dagster.orchestration.health_asset import build_health_assets
+from esm_dagster.orchestration.partitions import default_start
+from esm_dagster.orchestration.probe_job import probe_job
 from esm_dagster.orchestration.resources import CatalogResource, ProvidersResource, VaultResource
 from esm_dagster.orchestration.schedules import build_jobs_and_schedules
+from esm_dagster.orchestration.sensors import (
+    build_error_state_sensor,
+    build_real_time_sensor,
+    build_run_failure_sensor,
+)
 
 log = logging.getLogger("esm_dagster.definitions")
 
@@ -48,6 +56,11 @@ def _usable(specs: list[MappingSpec]) -> tuple[list[MappingSpec], dict[str, str]
     return chosen, errors
 
 
+def usable_specs(specs: list[MappingSpec]) -> list[MappingSpec]:
+    """The specs that become assets: active, valid and uniquely keyed."""
+    return _usable(specs)[0]
+
+
 class CatalogNotReady(RuntimeError):
     pass
 
@@ -72,12 +85,20 @@ def fetch_specs(database_url: str) -> list[MappingSpec]:
 
 def defs_from_specs(specs: list[MappingSpec], database_url: str) -> dg.Definitions:
     chosen, _ = _usable(specs)
-    assets = [build_mapping_asset(spec) for spec in chosen]
-    jobs, schedules = build_jobs_and_schedules(chosen)
+    assets: list[dg.AssetsDefinition] = []
+    for spec in chosen:
+        assets.append(build_mapping_asset(spec))
+    groups, schedules = build_jobs_and_schedules(chosen, database_url)
+    health, health_job, health_schedule = build_health_assets(default_start())
+    sensors = [build_run_failure_sensor(chosen, database_url), build_error_state_sensor(database_url)]
+    real_time = build_real_time_sensor(groups, database_url)
+    if real_time is not None:
+        sensors.append(real_time)
     return dg.Definitions(
-        assets=assets,
-        jobs=jobs,
-        schedules=schedules,
+        assets=[*assets, health],
+        jobs=[*(g.job for g in groups), probe_job, health_job],
+        schedules=[*schedules, health_schedule],
+        sensors=sensors,
         resources={
             "catalog": CatalogResource(database_url=database_url),
             "vault": VaultResource(),

@@ -260,6 +260,9 @@ class RateLimiting(BaseModel):
     burst_limit: PositiveInt | None = None
 
 
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
+
+
 class SyncConfig(BaseModel):
     """How the mapping is synced. Same shape whether nested or written at the top level."""
 
@@ -273,6 +276,8 @@ class SyncConfig(BaseModel):
     key: str = "id"
     cron: str | None = None
     start_date: date | None = None
+    error_threshold: int = Field(default=3, ge=1, le=1000)
+    max_run_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
 
     @field_validator("key")
     @classmethod
@@ -280,6 +285,16 @@ class SyncConfig(BaseModel):
         if reason := _check_path(v):
             raise ValueError(reason)
         return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        fields = v.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError(f"{v!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return " ".join(fields)
 
     @field_validator("start_date", mode="before")
     @classmethod

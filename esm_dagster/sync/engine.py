@@ -25,8 +25,16 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
-from esm_dagster.catalog.mappings import MappingError, get_mapping, mark_error, stream_of
-from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState, SyncStatus
+from esm_dagster.catalog.mappings import (
+    DEFAULT_ERROR_THRESHOLD,
+    MappingError,
+    get_mapping,
+    mark_error,
+    record_failure,
+    record_success,
+    stream_of,
+)
+from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.base import Page, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
@@ -42,8 +50,6 @@ from esm_dagster.sync.target_tables import ensure_table, row_id
 
 log = logging.getLogger("esm_dagster.sync")
 
-# Consecutive failed runs after which a mapping is put in `error` (the error-state sensor's cue).
-ERROR_THRESHOLD = 3
 MAX_PAGE_SIZE = 100
 
 
@@ -72,6 +78,14 @@ class SyncReport:
     window_start: int | None = None
     window_end: int | None = None
     resumed: bool = False
+    partition_key: str | None = None
+    api_calls: int = 0
+    retries: int = 0
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    cursor_high_water: int | None = None
     tables: dict[str, int] = field(default_factory=dict)
     error_class: str | None = None
     error: str | None = None
@@ -94,6 +108,7 @@ class _Context:
     tables: dict[str, sa.Table]
     report: SyncReport
     logger: logging.Logger | Any
+    track_cursor: bool = True  # False for a partition run: its window is not the incremental cursor
 
 
 def _source_name(row: ExternalSystemMapping, stream: str) -> str:
@@ -112,8 +127,15 @@ def run_mapping(
     dagster_run_id: str | None = None,
     logger: logging.Logger | Any = None,
     provider_builder: ProviderBuilder | None = None,
+    window: tuple[int, int] | None = None,
+    partition_key: str | None = None,
 ) -> SyncReport:
-    """Sync one mapping now; raises `SyncFailed` (with the partial report) on failure."""
+    """Sync one mapping now; raises `SyncFailed` (with the partial report) on failure.
+
+    Without `window` the run is incremental from the stored cursor (or everything with
+    `full_refresh`, or from `since`); with `window` (unix seconds [start, end), a partition) it
+    reads exactly that window and leaves the incremental cursor alone.
+    """
     logger = logger or log
     started = time.perf_counter()
     Session = session_factory(url)
@@ -136,11 +158,15 @@ def run_mapping(
     with Session.begin() as session:
         row = get_mapping(session, str(mapping_id))
         stream = stream_of(row.provider_name, rules)
-        report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh)
+        report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh, partition_key=partition_key)
         report.asset_key = "esm/" + _source_name(row, stream)
         source = _source_name(row, stream)
         run = SyncRun(
-            mapping_id=row.id, stream=stream, dagster_run_id=dagster_run_id, full_refresh=full_refresh
+            mapping_id=row.id,
+            stream=stream,
+            dagster_run_id=dagster_run_id,
+            full_refresh=full_refresh,
+            partition_key=partition_key,
         )
         session.add(run)
         session.flush()
@@ -156,26 +182,44 @@ def run_mapping(
         engine = get_engine(url)
         tables = {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
         ctx = _Context(url, mapping_id, source, stream, rules, plan, tables, report, logger)
-        _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since)
+        ctx.track_cursor = window is None
+        _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since, window=window)
     except Exception as exc:
+        if provider is not None:
+            _take_metrics(report, provider)
         report.status = "failed"
-        report.error_class = _error_class(exc)
-        report.error = redact_text(describe_error(exc), extra=_secret_values(locals()))
+        report.error_class = error_class_of(exc)
+        report.error = redact_text(describe_error(exc), extra=secret_values(locals()))
         report.duration_seconds = round(time.perf_counter() - started, 3)
-        _finish(url, mapping_id, run_id, report)
+        _finish(url, mapping_id, run_id, report, rules.sync.error_threshold)
         logger.error(f"sync of {name!r}/{stream} failed: {report.error}")
         raise SyncFailed(f"sync of {name!r}/{stream} failed: {report.error}", report) from None
     finally:
         if provider is not None:
             provider.close()
+    assert provider is not None
+    _take_metrics(report, provider)
     report.status = "success"
     report.duration_seconds = round(time.perf_counter() - started, 3)
-    _finish(url, mapping_id, run_id, report)
+    _finish(url, mapping_id, run_id, report, rules.sync.error_threshold)
     logger.info(
         f"synced {name!r}/{stream}: read {report.records_read}, written {report.records_written}, "
         f"rejected {report.records_rejected}, pages {report.pages} in {report.duration_seconds}s"
     )
     return report
+
+
+def _take_metrics(report: SyncReport, provider: Provider) -> None:
+    """Copy the transport's counters (calls, retries, rate-limit waits, latency) to the report."""
+    metrics = getattr(provider, "metrics", None)
+    if metrics is None:
+        return
+    report.api_calls = metrics.api_calls
+    report.retries = metrics.retries
+    report.rate_limit_waits = metrics.rate_limit_waits
+    report.rate_limit_wait_seconds = round(metrics.rate_limit_wait_seconds, 3)
+    report.latency_p50_ms = metrics.p50_ms()
+    report.latency_p95_ms = metrics.p95_ms()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -185,12 +229,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _secret_values(scope: dict[str, Any]) -> list[str]:
+def secret_values(scope: dict[str, Any]) -> list[str]:
     credentials = scope.get("credentials") or {}
     return [v.reveal() for v in credentials.values() if hasattr(v, "reveal")]
 
 
-def _error_class(exc: BaseException) -> str:
+def error_class_of(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
         return exc.error_class
     if isinstance(exc, VaultError):
@@ -226,10 +270,19 @@ def _plan_window(
 
 
 def _extract_and_load(
-    ctx: _Context, provider: Provider, *, full_refresh: bool, since: dt.datetime | None
+    ctx: _Context,
+    provider: Provider,
+    *,
+    full_refresh: bool,
+    since: dt.datetime | None,
+    window: tuple[int, int] | None,
 ) -> None:
     cursor = _load_cursor(ctx.url, ctx.mapping_id, ctx.stream)
-    start, end, after, resumed = _plan_window(cursor, full_refresh, since)
+    start: int | None
+    if window is not None:
+        start, end, after, resumed = window[0], window[1], None, False
+    else:
+        start, end, after, resumed = _plan_window(cursor, full_refresh, since)
     report = ctx.report
     report.window_start, report.window_end, report.resumed = start, end, resumed
     if resumed:
@@ -303,9 +356,12 @@ def _load_batch(
         if result.rejected:
             _quarantine(conn, engine.dialect.name, ctx, result.rejected, now)
             report.records_rejected += len(result.rejected)
-        _save_cursor(conn, engine.dialect.name, ctx, new_cursor, now)
-    cursor.clear()
-    cursor.update(new_cursor)
+        if ctx.track_cursor:
+            _save_cursor(conn, engine.dialect.name, ctx, new_cursor, now)
+    if ctx.track_cursor:
+        cursor.clear()
+        cursor.update(new_cursor)
+        report.cursor_high_water = new_cursor.get("high_water")
 
 
 def _quarantine(
@@ -379,7 +435,17 @@ def _save_cursor(
     )
 
 
-def _finish(url: str, mapping_id: uuid.UUID, run_id: uuid.UUID, report: SyncReport) -> None:
+def _moment(seconds: int | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _finish(
+    url: str,
+    mapping_id: uuid.UUID,
+    run_id: uuid.UUID,
+    report: SyncReport,
+    error_threshold: int = DEFAULT_ERROR_THRESHOLD,
+) -> None:
     """Record the outcome on the sync run and on the mapping row."""
     Session = session_factory(url)
     with Session.begin() as session:
@@ -393,17 +459,14 @@ def _finish(url: str, mapping_id: uuid.UUID, run_id: uuid.UUID, report: SyncRepo
             run.pages = report.pages
             run.error_class = report.error_class
             run.error_message = report.error
-        row = session.get(ExternalSystemMapping, mapping_id)
-        if row is None:
-            return
+            run.window_start = _moment(report.window_start)
+            run.window_end = _moment(report.window_end)
+            run.api_calls = report.api_calls
+            run.retries = report.retries
+            run.rate_limit_waits = report.rate_limit_waits
+            run.latency_p50_ms = report.latency_p50_ms
+            run.latency_p95_ms = report.latency_p95_ms
         if report.status == "success":
-            row.last_sync_at = utcnow()
-            row.error_count = 0
-            row.last_error_message = None
-            if row.sync_status == SyncStatus.ERROR:
-                row.sync_status = SyncStatus.ACTIVE
+            record_success(session, mapping_id)
         else:
-            row.error_count = (row.error_count or 0) + 1
-            row.last_error_message = (report.error or "")[:4000]
-            if row.error_count >= ERROR_THRESHOLD:
-                row.sync_status = SyncStatus.ERROR
+            record_failure(session, mapping_id, report.error or "failed", threshold=error_threshold)

@@ -11,7 +11,6 @@ from esm_dagster.catalog.mappings import get_mapping
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncStatus
 from esm_dagster.demo.run import DEMO_STRIPE_KEY
 from esm_dagster.orchestration.loader import build_definitions
-from esm_dagster.orchestration.schedules import ALL_JOB
 from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
 
 
@@ -27,6 +26,32 @@ def catalog(db_url: str, fernet_key: str, emulator) -> str:
     return db_url
 
 
+HOURLY_JOB = "esm_sync_hourly__asia_bangkok"
+DAILY_JOB = "esm_sync_daily__asia_bangkok"
+
+
+class Runs(list):
+    """The results of one run per sync group job, seen as one."""
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self)
+
+    def get_asset_materialization_events(self):
+        return [e for r in self for e in r.get_asset_materialization_events()]
+
+    @property
+    def all_events(self):
+        return [e for r in self for e in r.all_events]
+
+
+def run_all(defs: dg.Definitions, instance: dg.DagsterInstance, **kwargs) -> Runs:
+    return Runs(
+        defs.resolve_job_def(name).execute_in_process(instance=instance, **kwargs)
+        for name in (HOURLY_JOB, DAILY_JOB)
+    )
+
+
 def asset_keys(defs: dg.Definitions) -> set[str]:
     return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
 
@@ -34,16 +59,19 @@ def asset_keys(defs: dg.Definitions) -> set[str]:
 def test_active_rows_become_assets_grouped_by_system(catalog: str) -> None:
     defs = build_definitions(catalog)
     dg.Definitions.validate_loadable(defs)
-    assert asset_keys(defs) == {"esm/stripe/customers", "esm/stripe/charges"}  # the inactive row makes none
+    mapped = asset_keys(defs) - {"esm/integration_health"}
+    assert mapped == {"esm/stripe/customers", "esm/stripe/charges"}  # the inactive row makes none
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
+        if key.to_user_string() == "esm/integration_health":
+            continue
         node = graph.get(key)
         assert node.group_name == "stripe"
         assert node.tags["esm/provider"] == "stripe"
         assert "stripe" in node.kinds
         assert node.owners == ["data-team@padel.example"]
     jobs = {job.name for job in defs.jobs or []}
-    assert {"esm_sync_hourly__asia_bangkok", "esm_sync_daily__asia_bangkok", ALL_JOB} <= jobs
+    assert {HOURLY_JOB, DAILY_JOB, "esm_health_probe", "esm_integration_health_job"} <= jobs
     schedules = {s.name: s for s in defs.schedules or []}
     hourly = schedules["esm_sync_hourly__asia_bangkok_schedule"]
     assert hourly.cron_schedule == "0 * * * *" and hourly.execution_timezone == "Asia/Bangkok"
@@ -53,7 +81,7 @@ def test_materialize_all_on_a_real_instance_then_again_without_duplicates(catalo
     defs = build_definitions(catalog)
     (tmp_path / "dagster_home").mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home")) as instance:
-        result = defs.resolve_job_def(ALL_JOB).execute_in_process(instance=instance)
+        result = run_all(defs, instance)
         assert result.success
         metadata = {
             e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
@@ -69,7 +97,7 @@ def test_materialize_all_on_a_real_instance_then_again_without_duplicates(catalo
                 t: conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one()
                 for t in ("user", "payment")
             }
-        second = defs.resolve_job_def(ALL_JOB).execute_in_process(instance=instance)
+        second = run_all(defs, instance)
         assert second.success
         with get_engine(catalog).connect() as conn:
             after = {
@@ -78,7 +106,7 @@ def test_materialize_all_on_a_real_instance_then_again_without_duplicates(catalo
             }
         assert after == before
         # No secret anywhere in the Dagster event log.
-        for run in (result, second):
+        for run in [*result, *second]:
             for record in instance.all_logs(run.run_id):
                 assert DEMO_STRIPE_KEY not in str(record)
         assert (
@@ -88,11 +116,15 @@ def test_materialize_all_on_a_real_instance_then_again_without_duplicates(catalo
 
 def test_manual_full_refresh_through_run_config(catalog: str) -> None:
     defs = build_definitions(catalog)
-    job = defs.resolve_job_def(ALL_JOB)
     instance = dg.DagsterInstance.ephemeral()
-    assert job.execute_in_process(instance=instance).success
+    assert run_all(defs, instance).success
     config = {"ops": {"esm__stripe__customers": {"config": {"full_refresh": True}}}}
-    result = job.execute_in_process(instance=instance, run_config=config, op_selection=None)
+    result = Runs(
+        [
+            defs.resolve_job_def(HOURLY_JOB).execute_in_process(instance=instance, run_config=config),
+            defs.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance),
+        ]
+    )
     assert result.success
     reads = {
         e.asset_key.to_user_string(): e.materialization.metadata["records_read"].value
@@ -107,7 +139,7 @@ def test_malformed_rules_mark_only_their_row_and_others_load(catalog: str) -> No
         row.mapping_rules = {"field_mappings": {"amount": {"target": "payment.amount", "type": "monee"}}}
         broken = row.id
     defs = build_definitions(catalog)
-    assert asset_keys(defs) == {"esm/stripe/customers"}
+    assert asset_keys(defs) == {"esm/stripe/customers", "esm/integration_health"}
     with session_factory(catalog)() as session:
         row = session.get(ExternalSystemMapping, broken)
         assert row.sync_status == SyncStatus.ERROR
@@ -131,12 +163,13 @@ def test_failed_sync_fails_the_step_without_secrets(catalog: str, fernet_key: st
         row.retry_attempts = 0
     defs = build_definitions(catalog)
     instance = dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def(ALL_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    result = run_all(defs, instance, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert len(failures) == 1 and "customers" in failures[0].step_key
-    for record in instance.all_logs(result.run_id):
-        assert "badbadbad" not in str(record)
+    for run in result:
+        for record in instance.all_logs(run.run_id):
+            assert "badbadbad" not in str(record)
 
 
 def test_a_catalog_without_tables_says_how_to_fix_it(blank_db: str) -> None:

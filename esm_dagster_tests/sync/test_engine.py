@@ -13,7 +13,8 @@ from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import get_mapping
 from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncStatus
 from esm_dagster.demo.run import DEMO_STRIPE_KEY
-from esm_dagster.sync.engine import ERROR_THRESHOLD, SyncFailed, run_mapping
+from esm_dagster.catalog.mappings import DEFAULT_ERROR_THRESHOLD as ERROR_THRESHOLD
+from esm_dagster.sync.engine import SyncFailed, run_mapping
 from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
 
 EXPONENT = {"jpy": 0, "usd": 2, "thb": 2, "kwd": 3}
