@@ -44,7 +44,7 @@ def build_groups(specs: Sequence[MappingSpec]) -> list[Group]:
     for spec in specs:
         by_cadence[cadence_of(spec)].append(spec)
     groups = []
-    for cadence, members in sorted(by_cadence.items()):
+    for cadence, members in sorted(by_cadence.items(), key=lambda item: item[0].group):
         tags = {
             GROUP_TAG: cadence.group,
             "esm/sync_frequency": cadence.frequency,

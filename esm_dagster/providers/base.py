@@ -166,6 +166,9 @@ class Provider(abc.ABC):
     # The streams, first one the default when a mapping names none; known before any instance
     # exists, so the catalog can validate `sync_config.stream` when a row is written.
     STREAMS: ClassVar[tuple[StreamSpec, ...]] = ()
+    # Whether `latest_event` / `events_after` read a real change feed; without one, the real-time
+    # sensor polls the streams instead.
+    supports_events: ClassVar[bool] = False
 
     def streams(self) -> Sequence[StreamSpec]:
         return self.STREAMS
@@ -191,6 +194,29 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def probe(self) -> float:
         """One cheap authenticated call; returns its duration in seconds or raises ProviderError."""
+
+    def latest_event(self, types: Sequence[str] | None = None) -> tuple[str, int] | None:
+        """`(id, created)` of the provider's newest change event (of `types`), or None if there is none.
+
+        The real-time sensor launches a sync when the newest event changes: one cheap call per tick
+        instead of reading a stream. Providers without an event feed return None here and leave
+        `supports_events` False.
+        """
+        return None
+
+    def events_after(self, event_id: str, types: Sequence[str] | None = None) -> list[str]:
+        """Ids of the change events newer than `event_id` (of `types`), newest first.
+
+        The real-time sensor launches a sync when the newest event changes; this tells it what
+        changed since the event it last saw. Providers without an event feed raise a client error.
+        """
+        raise ProviderError(
+            f"{self.name} has no event feed",
+            provider=self.name,
+            error_class="client",
+            code="events_not_supported",
+            retryable=False,
+        )
 
     def close(self) -> None:
         return None

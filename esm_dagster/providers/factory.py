@@ -46,6 +46,7 @@ def build_provider(row: ExternalSystemMapping, credentials: dict[str, Any]) -> P
             api_key=_credential(credentials, mapping, "api_key", "secret_key"),
             api_version=row.api_version,
             timeout_seconds=float(row.timeout_seconds),
+            retry_attempts=int(row.retry_attempts),  # both feed the provider's TransportPolicy
         )
     raise ProviderConfigError(
         f"mapping {mapping!r}: provider_name {row.provider_name!r} has no client factory"

@@ -1,10 +1,11 @@
-"""Stripe v1: the `customers` and `charges` streams (PROVIDERS.md §1).
+"""Stripe v1: the `customers`, `charges` and `events` streams, and the events feed (PROVIDERS.md §1).
 
 Auth is `Authorization: Bearer <secret key>`, added per request from a `Secret`; `Stripe-Version` is
 sent when the mapping pins one. Lists are newest first; paging is `limit` (at most 100) and
 `starting_after=<id of the last record>` while `has_more`; a window is `created[gte]` / `created[lt]`.
-No retries here: errors come out as `ProviderError` with the class and `retryable` flag the transport
-policy needs (Stripe's rules: retry on connection errors, on 409, on 5xx, on 429, and whenever
+Every HTTP call goes through a `TransportPolicy` (retries, backoff honouring `Retry-After`, metrics);
+this module only classifies errors as `ProviderError` with the class and `retryable` flag the policy
+needs (Stripe's rules: retry on connection errors, on 409, on 5xx, on 429, and whenever
 `Stripe-Should-Retry: true`; never when it says `false`).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -23,9 +24,13 @@ from esm_dagster import __version__
 from esm_dagster.providers.base import CursorGuard, ErrorClass, Page, Provider, ProviderError, StreamSpec
 from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
+from esm_dagster.transport import TransportMetrics, TransportPolicy
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
 MAX_PAGE_SIZE = 100
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_RETRY_ATTEMPTS = 3  # the catalog's default for `retry_attempts`
+MAX_EVENT_TYPES = 20  # `types[]` takes at most 20 names
 
 
 class _BearerAuth(httpx.Auth):
@@ -59,23 +64,45 @@ class StripeProvider(Provider):
             max_page_size=MAX_PAGE_SIZE,
             description="GET /v1/charges, newest first",
         ),
+        StreamSpec(
+            name="events",
+            default_target=None,
+            supports_created_window=True,
+            max_page_size=MAX_PAGE_SIZE,
+            description="GET /v1/events, newest first (Stripe keeps about 30 days)",
+        ),
     )
+    supports_events: ClassVar[bool] = True
 
     def __init__(
         self,
         base_url: str,
         api_key: Secret,
         api_version: str | None = None,
-        timeout_seconds: float = 30.0,
+        timeout_seconds: float | None = None,
         client: httpx.Client | None = None,
+        *,
+        retry_attempts: int | None = None,
+        policy: TransportPolicy | None = None,
     ) -> None:
+        """`policy` or (`timeout_seconds`, `retry_attempts`), not both: one source for those numbers.
+
+        Without a policy, one is built from `timeout_seconds` (default 30) and `retry_attempts`
+        (default 3, the catalog's default).
+        """
         if not isinstance(api_key, Secret) or not api_key:
             raise TypeError("api_key must be a non-empty esm_dagster.security.secret.Secret")
-        if timeout_seconds <= 0:
+        if policy is not None and (timeout_seconds is not None or retry_attempts is not None):
+            raise ValueError("give either policy or timeout_seconds / retry_attempts, not both")
+        if timeout_seconds is not None and timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be > 0")
+        self.policy = policy or TransportPolicy(
+            retry_attempts=DEFAULT_RETRY_ATTEMPTS if retry_attempts is None else retry_attempts,
+            timeout_seconds=DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds,
+        )
         self.base_url = _normalise_base_url(base_url)
         self.api_version = api_version or None
-        self.timeout_seconds = float(timeout_seconds)
+        self.timeout_seconds = self.policy.timeout_seconds
         self._secret = api_key
         self._auth = _BearerAuth(api_key)
         self._owns_client = client is None
@@ -90,6 +117,11 @@ class StripeProvider(Provider):
 
     def __repr__(self) -> str:
         return f"StripeProvider(base_url={self.base_url!r}, api_version={self.api_version!r}, api_key=***)"
+
+    @property
+    def metrics(self) -> TransportMetrics:
+        """Calls, retries, rate-limit waits and latencies of this client's policy."""
+        return self.policy.metrics
 
     # ---- Provider -------------------------------------------------------------------------------
     def iter_pages(
@@ -150,8 +182,63 @@ class StripeProvider(Provider):
         if self._owns_client:
             self._client.close()
 
+    # ---- events ---------------------------------------------------------------------------------
+    def latest_event(self, types: Sequence[str] | None = None) -> tuple[str, int] | None:
+        """`(id, created)` of the newest event (of `types`, if given), or None; one `limit=1` call.
+
+        `types` are Stripe event types; a single one may end in `*` (`customer.*`), which Stripe only
+        accepts in its `type` parameter.
+        """
+        path = "/v1/events"
+        body, _ = self._get(path, {"limit": "1", **_type_params(types)})
+        records, _ = self._list_body(body, path)
+        if not records:
+            return None
+        created = records[0].get("created")
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise self._protocol_error("an event has no integer created", "unexpected_response", path)
+        return self._record_id(records[0], path), created
+
+    def events_after(self, event_id: str, types: Sequence[str] | None = None) -> list[str]:
+        """Ids of the events newer than `event_id` (of `types`, if given), newest first.
+
+        Pages towards the present with `ending_before=<newest id so far>`, 100 at a time. An
+        `event_id` Stripe no longer knows (events are kept about 30 days) is a `ProviderError`
+        (client, 404, `resource_missing`): the caller then reconciles with a full sync.
+        """
+        if not isinstance(event_id, str) or not event_id:
+            raise ValueError("event_id must be a non-empty string")
+        path = "/v1/events"
+        params = {"limit": str(MAX_PAGE_SIZE), **_type_params(types)}
+        guard = CursorGuard(self.name, "events")
+        pages: list[list[str]] = []
+        cursor = event_id
+        while True:
+            guard.check(cursor)
+            body, _ = self._get(path, {**params, "ending_before": cursor})
+            records, has_more = self._list_body(body, path)
+            ids = [self._record_id(record, path) for record in records]
+            pages.append(ids)  # each page is newest first; later pages are newer
+            if not has_more:
+                return [event for page in reversed(pages) for event in page]
+            if not ids:
+                raise self._protocol_error(
+                    "has_more is true on an empty page", "empty_page_with_has_more", path
+                )
+            cursor = ids[0]
+
+    def _record_id(self, record: dict[str, Any], path: str) -> str:
+        record_id = record.get("id")
+        if not isinstance(record_id, str) or not record_id:
+            raise self._protocol_error("a record has no id", "missing_id", path)
+        return record_id
+
     # ---- HTTP -----------------------------------------------------------------------------------
-    def _get(self, path: str, params: Mapping[str, str]) -> tuple[dict[str, Any], float]:
+    def _get(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], float]:
+        """One GET through the transport policy: retried as the policy decides, measured in `metrics`."""
+        return self.policy.call(lambda: self._get_once(path, params), what=f"GET {path}")
+
+    def _get_once(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], float]:
         url = self.base_url + path
         failure: ProviderError | None = None
         started = time.perf_counter()
@@ -272,6 +359,24 @@ class StripeProvider(Provider):
             url=self.base_url + path,
             secrets=(self._secret,),
         )
+
+
+def _type_params(types: Sequence[str] | None) -> dict[str, str | list[str]]:
+    """Stripe's event filter: `type` for one name (wildcards allowed), `types[]` for several."""
+    if types is None:
+        return {}
+    if isinstance(types, str):
+        types = [types]
+    names = list(types)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError("types must be a non-empty sequence of event type names")
+    if len(names) == 1:
+        return {"type": names[0]}
+    if len(names) > MAX_EVENT_TYPES:
+        raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
+    if any("*" in name for name in names):
+        raise ValueError("a wildcard event type (customer.*) can only be given alone")
+    return {"types[]": names}
 
 
 def _retry_after(value: str | None) -> float | None:

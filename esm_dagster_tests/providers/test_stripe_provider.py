@@ -35,7 +35,8 @@ def emulator() -> Iterator[StripeEmulator]:
 @pytest.fixture
 def provider(emulator: StripeEmulator) -> Iterator[StripeProvider]:
     emulator.faults.clear()
-    with StripeProvider(emulator.url, Secret(KEY), timeout_seconds=5) as p:
+    # no retries: these tests look at how one answer is classified (retries: test_stripe_transport.py)
+    with StripeProvider(emulator.url, Secret(KEY), timeout_seconds=5, retry_attempts=0) as p:
         yield p
 
 
@@ -121,7 +122,7 @@ def test_probe_and_version_header(emulator: StripeEmulator) -> None:
 
 
 def test_streams_and_unknown_stream(provider: StripeProvider) -> None:
-    assert [s.name for s in provider.streams()] == ["customers", "charges"]
+    assert [s.name for s in provider.streams()] == ["customers", "charges", "events"]
     assert all(isinstance(s, StreamSpec) and s.supports_created_window for s in provider.streams())
     with pytest.raises(ValueError, match="no stream 'payouts'"):
         provider.iter_pages("payouts")
@@ -191,7 +192,7 @@ def test_bad_cursor_is_a_client_error(provider: StripeProvider) -> None:
 
 def test_timeout_is_classified(emulator: StripeEmulator) -> None:
     emulator.faults.delay_next(1, seconds=0.6)
-    with StripeProvider(emulator.url, Secret(KEY), timeout_seconds=0.15) as slow:
+    with StripeProvider(emulator.url, Secret(KEY), timeout_seconds=0.15, retry_attempts=0) as slow:
         error = _first_page_error(slow)
     assert (error.error_class, error.retryable, error.status) == ("timeout", True, None)
     _assert_no_key(error)
@@ -209,7 +210,7 @@ def test_refused_connection_is_network() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with (
-        StripeProvider(f"http://127.0.0.1:{port}", Secret(KEY), timeout_seconds=2) as dead,
+        StripeProvider(f"http://127.0.0.1:{port}", Secret(KEY), timeout_seconds=2, retry_attempts=0) as dead,
         pytest.raises(ProviderError) as caught,
     ):
         dead.probe()
@@ -219,7 +220,7 @@ def test_refused_connection_is_network() -> None:
 
 def _mock_provider(handler: Callable[[httpx.Request], httpx.Response]) -> StripeProvider:
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    return StripeProvider("https://api.stripe.com", Secret(KEY), client=client)
+    return StripeProvider("https://api.stripe.com", Secret(KEY), client=client, retry_attempts=0)
 
 
 def test_repeated_cursor_raises_instead_of_looping() -> None:

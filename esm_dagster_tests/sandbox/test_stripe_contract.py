@@ -161,6 +161,44 @@ def test_written_objects_and_their_events_match_the_spec(http: httpx.Client) -> 
     validate(found, *response_schema("/v1/customers/search"))
 
 
+def test_events_of_the_python_api_match_the_spec() -> None:
+    """add_customer / update_customer / add_charge / delete_customer events, as GET /v1/events serves them."""
+    clock = iter(range(1_800_000_000, 1_900_000_000))
+    with (
+        StripeEmulator(api_keys=[KEY], customers=3, charges=3, seed=4, clock=lambda: next(clock)) as em,
+        httpx.Client(base_url=em.url, headers={"Authorization": f"Bearer {KEY}"}) as http,
+    ):
+        customer = em.add_customer(email="niran@example.com", metadata={"member_no": "M7"})
+        em.update_customer(customer["id"], name="Niran B.", address={"city": "Khon Kaen"})
+        for status in ("succeeded", "failed", "pending"):
+            em.add_charge(amount=12_345, currency="kwd", customer=customer["id"], status=status)
+        em.add_charge(amount=800, currency="jpy")  # a guest charge
+        em.delete_customer(customer["id"])
+        body = http.get("/v1/events", params={"limit": 7}).json()
+        validate(body, *response_schema("/v1/events"))
+        assert [e["type"] for e in body["data"]] == [
+            "customer.deleted",
+            "charge.succeeded",
+            "charge.pending",
+            "charge.failed",
+            "charge.succeeded",
+            "customer.updated",
+            "customer.created",
+        ]
+        for event in body["data"]:
+            assert_declared_keys(event, "event")
+            validate(event, "components", "schemas", "event")
+            obj = event["data"]["object"]
+            assert_declared_keys(obj, obj["object"])
+            validate(obj, "components", "schemas", obj["object"])
+            assert event["livemode"] is False and event["pending_webhooks"] == 0
+            assert event["request"]["id"].startswith("req_") and event["api_version"] == em.api_version
+        assert body["data"][-2]["data"]["previous_attributes"] == {"address": None, "name": None}
+        filtered = http.get("/v1/events", params={"types[]": ["charge.failed", "charge.pending"]}).json()
+        validate(filtered, *response_schema("/v1/events"))
+        assert [e["type"] for e in filtered["data"][:2]] == ["charge.pending", "charge.failed"]
+
+
 def test_error_answers_match_the_spec(stateful: StripeEmulator, http: httpx.Client) -> None:
     answers = [
         http.get("/v1/charges", params={"limit": 0}),  # 400
@@ -206,7 +244,7 @@ def test_the_emulator_accepts_exactly_the_declared_list_parameters() -> None:
 def test_every_query_parameter_the_client_sends_is_declared(stateful: StripeEmulator) -> None:
     stateful.reset_request_log()
     with StripeProvider(stateful.url, Secret(KEY), api_version="2026-07-29.dahlia") as provider:
-        for stream in ("customers", "charges"):
+        for stream in ("customers", "charges", "events"):
             list(provider.iter_pages(stream, page_size=40))
             list(
                 provider.iter_pages(
@@ -216,6 +254,10 @@ def test_every_query_parameter_the_client_sends_is_declared(stateful: StripeEmul
             first = next(provider.iter_pages(stream, page_size=5))
             list(provider.iter_pages(stream, page_size=500, cursor=first.next_cursor))
         provider.probe()
+        oldest_event = stateful.object_ids("events")[-1]
+        assert provider.latest_event(["customer.*"]) is not None
+        assert provider.events_after(oldest_event, ["charge.succeeded", "customer.created"])
+        provider.events_after(oldest_event)
     requests = stateful.requests
     assert len(requests) > 10
     for method, path, query in requests:
@@ -225,7 +267,10 @@ def test_every_query_parameter_the_client_sends_is_declared(stateful: StripeEmul
             base, _, rest = name.partition("[")
             assert base in declared, f"{path}: {name} is not a declared parameter"
             parameter = declared[base]
-            if rest:  # deepObject: created[gte]=...
+            if rest == "]":  # deepObject array: types[]=a&types[]=b
+                assert parameter.get("style") == "deepObject" and parameter.get("explode"), name
+                assert parameter["schema"]["type"] == "array", name
+            elif rest:  # deepObject: created[gte]=...
                 assert parameter.get("style") == "deepObject", name
                 subkey = rest.rstrip("]")
                 variants = parameter["schema"].get("anyOf", [parameter["schema"]])

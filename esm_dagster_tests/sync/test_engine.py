@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
+from esm_dagster.catalog.mappings import DEFAULT_ERROR_THRESHOLD as ERROR_THRESHOLD
 from esm_dagster.catalog.mappings import get_mapping
 from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncStatus
 from esm_dagster.demo.run import DEMO_STRIPE_KEY
-from esm_dagster.catalog.mappings import DEFAULT_ERROR_THRESHOLD as ERROR_THRESHOLD
 from esm_dagster.sync.engine import SyncFailed, run_mapping
 from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
 

@@ -15,6 +15,10 @@ What it implements, as Stripe does (PROVIDERS.md §1; shapes checked against Str
   body) and answers a reuse with other parameters with 400 `idempotency_error`.
 - `Stripe-Version` echoed (the spec's version when none is sent), `Request-Id: req_...` on every
   answer; writes append `customer.created` / `customer.updated` / `customer.deleted` events.
+- A Python API for tests and the demo, `add_customer` / `update_customer` / `delete_customer` /
+  `add_charge`, going through the same validation and appending the same events as the HTTP API
+  (`charge.succeeded` / `charge.failed` / `charge.pending` for charges), so the events feed a
+  real-time sensor polls moves exactly as it would on Stripe.
 - `faults` (see `esm_dagster.sandbox._http.FaultSwitch`): 5xx with Stripe's `api_error` body,
   429 with Stripe's rate-limit body, `Stripe-Should-Retry` and `Retry-After`, delays, disconnects.
 
@@ -91,6 +95,21 @@ CUSTOMER_PARAMETERS = _names(
     "shipping tax_exempt"
 )
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def _form_value(value: Any) -> Any:
+    """A Python value as the form decoder would hand it over: strings, hashes, arrays; None -> ""."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _form_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_form_value(v) for v in value]
+    return value
 
 
 def mask_key(key: str) -> str:
@@ -323,6 +342,90 @@ class StripeEmulator(LoopbackEmulator):
     def count(self, resource: str) -> int:
         with self._lock:
             return len(self._collections[resource].rows)
+
+    # ---- Python API: state changes without HTTP, with the events Stripe would write -------------
+    def add_customer(self, *, created: int | None = None, **fields: Any) -> dict[str, Any]:
+        """A new customer, as `POST /v1/customers` would make it, plus its `customer.created` event.
+
+        `fields` are the POST parameters as Python values (`email="a@b.c"`, `metadata={"k": "v"}`,
+        `address={"city": "Phuket"}`; None unsets); `created` defaults to the emulator's clock.
+        """
+        with self._lock:
+            _, obj = self._python_write(None, fields, created)
+        return obj
+
+    def update_customer(self, customer_id: str, **fields: Any) -> dict[str, Any]:
+        """`POST /v1/customers/{id}` from Python; a real change appends `customer.updated`."""
+        with self._lock:
+            if customer_id not in self.customers.by_id:
+                raise KeyError(f"no customer {customer_id!r}")
+            _, obj = self._python_write(customer_id, fields, None)
+        return obj
+
+    def delete_customer(self, customer_id: str) -> None:
+        """`DELETE /v1/customers/{id}` from Python; appends `customer.deleted`."""
+        with self._lock:
+            if customer_id not in self.customers.by_id:
+                raise KeyError(f"no customer {customer_id!r}")
+            self._delete_customer(customer_id, self._python_context())
+
+    def add_charge(
+        self,
+        *,
+        amount: int,
+        currency: str = "thb",
+        customer: str | None = None,
+        status: str = "succeeded",
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        created: int | None = None,
+    ) -> dict[str, Any]:
+        """A new card charge in Stripe's shape, plus its `charge.<status>` event.
+
+        `amount` is in the currency's minor unit (satang, cents; yen have none), as Stripe takes it.
+        Billing details are copied from `customer` when one is given.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            raise ValueError("amount must be a positive integer in the currency's minor unit")
+        if not re.fullmatch(r"[a-z]{3}", currency):
+            raise ValueError("currency must be a lowercase ISO 4217 code")
+        if status not in ("succeeded", "failed", "pending"):
+            raise ValueError("status must be succeeded, failed or pending")
+        with self._lock:
+            email = name = phone = None
+            if customer is not None:
+                row = self.customers.by_id.get(customer)
+                if row is None:
+                    raise KeyError(f"no customer {customer!r}")
+                owner = self.customers.materialize(row)
+                email, name, phone = owner.get("email"), owner.get("name"), owner.get("phone")
+            when = int(self._clock()) if created is None else int(created)
+            charge_id = self._new_id("ch_", 24)
+            order_no = len(self.charges.rows) + len(self.charges.deleted) + 1
+            template = stripe_data.ChargeRow(
+                when, charge_id, customer, currency, amount, status, email, name, phone, 0, 0, 0, order_no
+            )
+            obj = stripe_data.charge_object(template)
+            obj["billing_details"]["address"] = dict.fromkeys(_ADDRESS_FIELDS)
+            obj["description"] = description
+            obj["metadata"] = dict(metadata or {})
+            self.charges.overrides[charge_id] = obj
+            self.charges.insert(_StoredRow(when, charge_id))
+            self._event(f"charge.{status}", obj, None, self._python_context(), when)
+            return copy.deepcopy(obj)
+
+    def _python_context(self) -> _Context:
+        return _Context(request_id=self._request_id(), api_version=self.api_version)
+
+    def _python_write(
+        self, customer_id: str | None, fields: dict[str, Any], created: int | None
+    ) -> tuple[int, dict[str, Any]]:
+        params = {name: _form_value(value) for name, value in fields.items()}
+        try:
+            status, obj = self._write_customer(customer_id, params, self._python_context(), created=created)
+        except StripeError as error:
+            raise ValueError(error.message) from None
+        return status, copy.deepcopy(obj)
 
     # ---- LoopbackEmulator hooks -----------------------------------------------------------------
     def redact_query(self, query: str) -> str:
@@ -694,11 +797,12 @@ class StripeEmulator(LoopbackEmulator):
             return status, body
 
     def _write_customer(
-        self, object_id: str | None, params: dict[str, Any], ctx: _Context
+        self, object_id: str | None, params: dict[str, Any], ctx: _Context, *, created: int | None = None
     ) -> tuple[int, Any]:
         fields = self._customer_fields(params)
         now = int(self._clock())
         if object_id is None:
+            now = now if created is None else int(created)
             new_id = self._new_id("cus_", 14)
             obj = copy.deepcopy(stripe_data.fixture_resources()["customer"])
             obj.update(
