@@ -4,6 +4,7 @@ partition runs that fetch exactly their window (checked at the emulator) without
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
@@ -38,7 +39,7 @@ def test_hourly_new_york_has_25_windows_at_fall_back_and_23_at_spring_forward() 
     # Every window is one real hour and they tile the local day without gaps.
     windows = [window_seconds(hourly, k) for k in fall_back]
     assert all(end - start == 3600 for start, end in windows)
-    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
     day_start = dt.datetime(2026, 11, 1, tzinfo=ZoneInfo("America/New_York")).timestamp()
     assert windows[0][0] == day_start and windows[-1][1] - windows[0][0] == 25 * 3600
 
