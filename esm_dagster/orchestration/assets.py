@@ -106,7 +106,14 @@ def check_results(report: SyncReport, min_pass_rate: float | None) -> list[dg.As
 def _parse_since(value: str | None) -> dt.datetime | None:
     if not value:
         return None
-    moment = dt.datetime.fromisoformat(value)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        # Bad run config is not worth a retry: fail at once, naming the field and the value.
+        raise dg.Failure(
+            description=f"run config `since`: {value!r} is not an ISO date or datetime (e.g. 2026-11-01)",
+            allow_retries=False,
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 

@@ -35,7 +35,8 @@ def health_timezone() -> str:
 def build_health_assets(
     start_date: str,
 ) -> tuple[dg.AssetsDefinition, Any, Any]:
-    partitions = dg.DailyPartitionsDefinition(start_date=start_date, timezone=health_timezone())
+    # end_offset=1: today's partition exists too, so the health so far can be looked at any time.
+    partitions = dg.DailyPartitionsDefinition(start_date=start_date, timezone=health_timezone(), end_offset=1)
 
     @dg.asset(
         key=HEALTH_KEY,
@@ -74,11 +75,17 @@ def build_health_assets(
         )
 
     job = dg.define_asset_job(HEALTH_JOB, selection=dg.AssetSelection.assets(HEALTH_KEY))
-    schedule = dg.build_schedule_from_partitioned_job(
-        job,
+
+    @dg.schedule(
         name=f"{HEALTH_JOB}_schedule",
-        minute_of_hour=15,
+        job=job,
+        cron_schedule="15 0 * * *",
+        execution_timezone=health_timezone(),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Yesterday's integration health, at 00:15 each day.",
     )
-    return integration_health, job, schedule
+    def health_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        yesterday = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
+        return dg.RunRequest(run_key=yesterday, partition_key=yesterday)
+
+    return integration_health, job, health_schedule

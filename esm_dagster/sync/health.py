@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import load_specs
-from esm_dagster.catalog.models import IntegrationHealth, SyncRun
+from esm_dagster.catalog.models import ExternalSystemMapping, IntegrationHealth, SyncRun
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.sync.dialect import upsert_statement
 
@@ -79,6 +79,9 @@ def compute_health(url: str, day: dt.date, timezone: str = "UTC") -> list[Health
                 .group_by(SyncRun.mapping_id)
             ).all()
         )
+        created = dict(
+            session.execute(sa.select(ExternalSystemMapping.id, ExternalSystemMapping.created_at)).all()
+        )
     by_mapping: dict[str, list[SyncRun]] = {}
     for run in runs:
         by_mapping.setdefault(str(run.mapping_id), []).append(run)
@@ -109,7 +112,9 @@ def compute_health(url: str, day: dt.date, timezone: str = "UTC") -> list[Health
             successes = sorted(
                 r.finished_at for r in syncs if r.status == "success" and r.finished_at is not None
             )
-            anchor = last_before.get(uuid.UUID(spec.id))
+            mapping_id = uuid.UUID(spec.id)
+            # Never synced before the day: the clock starts when the mapping was created.
+            anchor = last_before.get(mapping_id) or max(start, created.get(mapping_id) or start)
             row.sla_compliant = sla_met(anchor, successes, start, min(end, utcnow()), period)
         rows.append(row)
     _store(url, rows)
