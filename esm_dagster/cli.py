@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,23 +18,78 @@ from typing import Any
 from esm_dagster.security.redact import redact_text
 
 
+def _read_text(path: str) -> str:
+    """The file's text, or a one-line error that names the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _load_document(path: str) -> Any:
-    text = Path(path).read_text(encoding="utf-8")
+    """A YAML (`.yaml`, `.yml`) or JSON file; a syntax error names the file, line and column."""
+    text = _read_text(path)
     if path.endswith((".yaml", ".yml")):
         import yaml
 
-        return yaml.safe_load(text)
-    return json.loads(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ValueError(f"{where}: not valid YAML ({_one_line(problem)})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
 
 
-def _items(document: Any) -> list[dict[str, Any]]:
+def _items(document: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(document, dict) and "mappings" in document:
         document = document["mappings"]
     if isinstance(document, dict):
         return [document]
     if isinstance(document, list) and all(isinstance(i, dict) for i in document):
         return document
-    raise ValueError("a mapping file holds one mapping object, a list of them, or {mappings: [...]}")
+    raise ValueError(
+        f"{path}: a mapping file holds one mapping object, a list of them, or {{mappings: [...]}}"
+    )
+
+
+def _require_catalog(url: str) -> None:
+    """Refuse, in one line, a catalog that `esm db upgrade` has not created yet."""
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog.db import get_engine, redacted_url
+
+    with get_engine(url).connect() as conn:
+        if not sa.inspect(conn).has_table("external_system_mapping"):
+            raise ValueError(
+                f"the catalog {redacted_url(url)} has no external_system_mapping table: "
+                "run `esm db upgrade` first"
+            )
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for stderr; a database error without its SQL and parameters (they may hold PII)."""
+    import sqlalchemy as sa
+
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        text = f"{type(exc.orig).__name__}: {exc.orig}"
+    else:
+        text = str(exc)
+    return _one_line(redact_text(text))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -60,8 +116,7 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
     from esm_dagster.catalog.mappings import MappingError, MappingInput, upsert_mapping
     from esm_dagster.security.vault import Vault
 
-    vault = Vault.from_env()
-    items = _items(_load_document(args.file))
+    items = _items(_load_document(args.file), args.file)
     inputs = []
     for position, raw in enumerate(items):
         try:
@@ -74,7 +129,10 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
                 for e in exc.errors()
             )
             raise MappingError(f"mapping {name!r}: {problems}") from None
-    with session_factory(database_url()).begin() as session:
+    url = database_url()
+    _require_catalog(url)
+    vault = Vault.from_env()
+    with session_factory(url).begin() as session:
         for item in inputs:
             row, created = upsert_mapping(session, vault, item)
             print(f"{'added' if created else 'updated'} {row.system_name} ({row.id})")
@@ -83,10 +141,12 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
 
 def cmd_mapping_list(args: argparse.Namespace) -> int:
     from esm_dagster.catalog.db import database_url, session_factory
-    from esm_dagster.catalog.mappings import age, load_specs
+    from esm_dagster.catalog.mappings import age, load_specs, short_id
     from esm_dagster.catalog.models import ExternalSystemMapping
 
-    with session_factory(database_url())() as session:
+    url = database_url()
+    _require_catalog(url)
+    with session_factory(url)() as session:
         specs = load_specs(session)
         rows = {str(r.id): r for r in session.query(ExternalSystemMapping)}
     records = [
@@ -108,8 +168,10 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
+    for record in records:  # enough of the id to tell rows apart; `esm sync` accepts it
+        record["id"] = short_id(str(record["id"]))
     print(format_table(records, ["system", "type", "provider", "stream", "status", "active", "frequency",
-                                 "timezone", "last_sync", "errors"]))  # fmt: skip
+                                 "timezone", "last_sync", "errors", "id"]))  # fmt: skip
     for s in specs:
         if s.error:
             print(f"! {s.system_name}: {s.error}")
@@ -121,13 +183,12 @@ def cmd_mapping_preview(args: argparse.Namespace) -> int:
 
     rules = _load_document(args.rules)
     records = []
-    with open(args.records, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{args.records}:{line_no}: not JSON ({exc.msg})") from None
+    for line_no, line in enumerate(_read_text(args.records).splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{args.records}:{line_no}: not JSON ({exc.msg})") from None
     print(json.dumps(preview(rules, records), indent=2, ensure_ascii=False))
     return 0
 
@@ -136,13 +197,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from esm_dagster.catalog.db import database_url
+    from esm_dagster.security.vault import Vault
     from esm_dagster.sync.engine import run_mapping
 
     since = None
     if args.since:
         since = dt.datetime.fromisoformat(args.since)
         since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
-    report = run_mapping(database_url(), args.mapping, full_refresh=args.full_refresh, since=since)
+    url = database_url()
+    _require_catalog(url)
+    # Keys first: a machine without a key is a setup error, not a failed sync of the mapping.
+    vault = Vault.from_env()
+    # The engine logs a failure and raises it; `main` prints it, so the log line would repeat it.
+    quiet = logging.getLogger("esm_dagster.cli.sync")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    report = run_mapping(
+        url, args.mapping, vault=vault, full_refresh=args.full_refresh, since=since, logger=quiet
+    )
     print(json.dumps(report.as_dict(), indent=2, default=str))
     return 0
 
@@ -222,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one clear line, secrets scrubbed, for every user-caused failure
         if os.environ.get("ESM_DEBUG") == "1":
             raise
-        print(f"esm: error: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"esm: error: {_error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -113,7 +113,10 @@ def test_console_script_and_db_upgrade(tmp_path: Path) -> None:
     [
         ({"provider_name": "strype"}, ["provider_name", "strype", "stripe"]),
         ({"mapping_rules.stream": "chargez"}, ["sync_config.stream", "chargez", "customers"]),
-        ({"api_endpoint": "http://api.stripe.com"}, []),  # accepted at write time, refused at run time
+        (
+            {"api_endpoint": "http://api.stripe.com"},
+            ["api_endpoint", "http://api.stripe.com", "must use https"],
+        ),
     ],
 )
 def test_mapping_add_names_the_unknown_provider_or_stream(
@@ -131,9 +134,6 @@ def test_mapping_add_names_the_unknown_provider_or_stream(
     path.write_text(yaml.safe_dump(doc))
     code = main(["mapping", "add", str(path)])
     err = capsys.readouterr().err
-    if not needles:
-        assert code == 0
-        return
     assert code == 2
     assert "Stripe Club Account" in err
     for needle in needles:
@@ -142,15 +142,12 @@ def test_mapping_add_names_the_unknown_provider_or_stream(
 
 
 def test_sync_refuses_cleartext_http_to_a_remote_host(
-    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import yaml
-
-    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
-    doc["api_endpoint"] = "http://api.stripe.com"
-    path = tmp_path / "remote.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    assert main(["mapping", "add", str(path)]) == 0
+    # `esm mapping add` refuses such an endpoint; a row written some other way is refused at run time.
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    with get_engine(cli_env).begin() as conn:
+        conn.execute(sa.text("update external_system_mapping set api_endpoint = 'http://api.stripe.com'"))
     capsys.readouterr()
     assert main(["sync", "Stripe Club Account"]) == 2
     err = capsys.readouterr().err

@@ -27,6 +27,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
+from esm_dagster.security.endpoints import EndpointRefused, check_endpoint
 from esm_dagster.security.vault import Vault
 
 
@@ -101,6 +102,10 @@ def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSys
 
 def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
     """Create or update the mapping identified by (system_name, stream); returns (row, created)."""
+    try:  # the rule every request enforces, checked now rather than at the first sync
+        check_endpoint(item.api_endpoint, mapping=repr(item.system_name))
+    except EndpointRefused as exc:
+        raise MappingError(str(exc)) from None
     rules = _rules_or_error(item.system_name, item.mapping_rules)
     try:
         stream = stream_of(item.provider_name, rules)
@@ -276,8 +281,18 @@ def record_success(session: Session, mapping_id: str | uuid.UUID) -> ExternalSys
     return row
 
 
+# `esm mapping list` shows ids this long; a prefix of at least this many characters selects a row.
+SHORT_ID_LENGTH = 8
+_ID_PREFIX = re.compile(r"[0-9a-f-]+")
+
+
+def short_id(mapping_id: str | uuid.UUID) -> str:
+    return str(mapping_id)[:SHORT_ID_LENGTH]
+
+
 def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:
-    """Find a mapping by id, by `system/stream`, or by a unique system name."""
+    """Find a mapping by id, by `system/stream`, by a unique system name, or by a unique id prefix
+    (at least `SHORT_ID_LENGTH` characters, as `esm mapping list` shows)."""
     try:
         row = session.get(ExternalSystemMapping, uuid.UUID(ref))
         if row is not None:
@@ -295,6 +310,14 @@ def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:
             matches.append(row)
     if len(matches) == 1:
         return matches[0]
+    if not matches and len(wanted) >= SHORT_ID_LENGTH and _ID_PREFIX.fullmatch(wanted):
+        by_id = [
+            r for r in rows if str(r.id).startswith(wanted) or str(r.id).replace("-", "").startswith(wanted)
+        ]
+        if len(by_id) == 1:
+            return by_id[0]
+        if by_id:
+            raise MappingError(f"id prefix {ref!r} matches {len(by_id)} mappings; give more of the id")
     if not matches:
         raise MappingError(f"no mapping named {ref!r} (use an id, a system name or system/stream)")
     raise MappingError(f"{ref!r} names {len(matches)} mappings; use system/stream or the id")

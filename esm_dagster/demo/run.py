@@ -75,16 +75,28 @@ def register_demo_catalog(url: str, stripe_url: str) -> None:
 
 
 def start_stripe_emulator(port: int | None, customers: int = 200, charges: int = 1000) -> Any:
+    import errno
+
     from esm_dagster.sandbox.stripe import StripeEmulator
 
+    port = port or int(os.environ.get("ESM_STRIPE_EMULATOR_PORT", DEFAULT_STRIPE_PORT))
     emulator = StripeEmulator(
         api_keys=[DEMO_STRIPE_KEY],
         customers=customers,
         charges=charges,
         seed=7,
-        port=port or int(os.environ.get("ESM_STRIPE_EMULATOR_PORT", DEFAULT_STRIPE_PORT)),
+        port=port,
     )
-    emulator.start()
+    try:
+        emulator.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise RuntimeError(
+            f"the Stripe emulator cannot listen on 127.0.0.1:{port}: port {port} is already in use "
+            "(another `esm demo`/`esm ui` or emulator?); stop that process or set "
+            "ESM_STRIPE_EMULATOR_PORT (or --port) to a free port"
+        ) from None
     return emulator
 
 

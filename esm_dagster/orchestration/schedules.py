@@ -50,6 +50,7 @@ def build_groups(specs: Sequence[MappingSpec]) -> list[Group]:
             "esm/sync_frequency": cadence.frequency,
             # Run monitoring (dagster.yaml `run_monitoring`) fails a run that exceeds this.
             "dagster/max_runtime": str(max(m.max_run_seconds for m in members)),
+            "dagster/priority": run_priority(members),
         }
         providers = {m.provider_name for m in members}
         if len(providers) == 1:

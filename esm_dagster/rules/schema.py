@@ -7,10 +7,11 @@ that says which field is wrong and what value it had (``field_mappings.created.t
 problem is collected and raised as one `RulesError`, and pydantic's messages are rewritten into
 "path: problem (got value)" form.
 
-Compatibility: rows outlive code. Unknown keys in `transformations`, `validation_rules`,
-`sync_config` and at the top level are accepted and kept (`model_extra`), so adding a
-transformation later does not invalidate old rows. Per-field option objects are the exception:
-a misspelt ``curency`` there would silently change amounts, so unknown options are refused.
+Unknown keys are refused everywhere: a misspelt ``validation_rule`` or ``date_fromat`` would
+otherwise drop a check or a format without a word. The message names the key and the closest
+known one (``validation_rule: unknown key; did you mean 'validation_rules'?``). Keys that start
+with ``x-`` are extensions: accepted anywhere a section takes keys and kept (`model_extra`), so a
+row can carry settings for a later version without being invalid today.
 
 The sync configuration may be nested under ``sync_config`` (the seed) or written as top-level
 keys; `MappingRules.sync` is the normalised view either way.
@@ -18,6 +19,7 @@ keys; `MappingRules.sync` is the normalised view either way.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -65,6 +67,10 @@ EXTERNAL_ID_COLUMN: Final = "_external_id"
 DEFAULT_REGION: Final = "TH"
 DEFAULT_TIMEZONE: Final = "UTC"
 
+EXTENSION_PREFIX: Final = "x-"
+
+# The sync keys documented for the top level (every `SyncConfig` field is accepted there; see
+# `TOP_LEVEL_SYNC_KEYS`).
 SYNC_KEYS: Final[tuple[str, ...]] = (
     "sync_direction",
     "conflict_resolution",
@@ -191,7 +197,7 @@ class FieldSpec(BaseModel):
 
 
 class Transformations(BaseModel):
-    """Defaults applied across fields. Unknown keys are kept for forward compatibility."""
+    """Defaults applied across fields. Only `x-` extension keys may be added (and are kept)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -309,6 +315,68 @@ class SyncConfig(BaseModel):
             raise ValueError(f"{v!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
+# Every sync setting may be written at the top level as well as under `sync_config`.
+TOP_LEVEL_SYNC_KEYS: Final[tuple[str, ...]] = tuple(SyncConfig.model_fields)
+
+
+def _section_keys() -> dict[str, tuple[str, ...]]:
+    """Each section of a rules document (by its path) -> the keys it knows."""
+    top = ("field_mappings", "transformations", "validation_rules", "sync_config", *TOP_LEVEL_SYNC_KEYS)
+    return {
+        "": top,
+        "transformations": tuple(Transformations.model_fields),
+        "validation_rules": tuple(ValidationRules.model_fields),
+        "sync_config": tuple(SyncConfig.model_fields),
+        "sync_config.rate_limiting": tuple(RateLimiting.model_fields),
+    }
+
+
+def _unknown_key(path: str, key: str, own: tuple[str, ...], sections: dict[str, tuple[str, ...]]) -> str:
+    """The problem line for an unknown `key` of the section at `path`, with the closest known key."""
+    # The section's own keys first, then keys of the other sections under their full path (a
+    # `required_fields` written at the top level belongs under `validation_rules`).
+    candidates: dict[str, str] = {k: k for k in own}
+    for section, keys in sections.items():
+        if section != path and not (path == "" and section == "sync_config"):
+            for k in keys:
+                candidates.setdefault(k, f"{section}.{k}")
+    where = f"{path}{key_path(key)}".lstrip(".")
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    if close:
+        return (
+            f"{where}: unknown key; did you mean {candidates[close[0]]!r}? (extension keys start with 'x-')"
+        )
+    return f"{where}: unknown key (known: {', '.join(own)}; extension keys start with 'x-')"
+
+
+def unknown_key_problems(doc: dict[str, Any]) -> list[str]:
+    """One problem per key of `doc` (or of one of its sections) that no model field reads.
+
+    Field option objects are checked by `FieldSpec` (extra="forbid"); keys starting with ``x-``
+    are extensions and always allowed.
+    """
+    sections = _section_keys()
+    problems: list[str] = []
+    parts: list[tuple[str, Any]] = [("", doc)]
+    for name in ("transformations", "validation_rules", "sync_config"):
+        parts.append((name, doc.get(name)))
+    nested_sync = doc.get("sync_config")
+    if isinstance(nested_sync, dict):
+        parts.append(("sync_config.rate_limiting", nested_sync.get("rate_limiting")))
+    if "rate_limiting" in doc:  # written at the top level: reported where it was written
+        parts.append(("rate_limiting", doc.get("rate_limiting")))
+    for path, section in parts:
+        if not isinstance(section, dict):
+            continue  # a section of the wrong type is reported by the model
+        own = sections["sync_config.rate_limiting" if path == "rate_limiting" else path]
+        for key in section:
+            text = str(key)
+            if text in own or text.startswith(EXTENSION_PREFIX):
+                continue
+            problems.append(_unknown_key(path, text, own, sections))
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class FieldMapping:
     """One field mapping with every default resolved: what the compiled plan runs on."""
@@ -352,7 +420,7 @@ class MappingRules(BaseModel):
         """Accept the sync configuration as top-level keys as well as under `sync_config`."""
         if not isinstance(data, dict):
             return data
-        top = {k: data[k] for k in SYNC_KEYS if k in data}
+        top = {k: data[k] for k in TOP_LEVEL_SYNC_KEYS if k in data}
         if not top:
             return data
         nested = data.get("sync_config")
@@ -372,7 +440,7 @@ class MappingRules(BaseModel):
                     )
                 },
             )
-        rest = {k: v for k, v in data.items() if k not in SYNC_KEYS}
+        rest = {k: v for k, v in data.items() if k not in TOP_LEVEL_SYNC_KEYS}
         rest["sync_config"] = {**nested, **top}
         return rest
 
@@ -568,7 +636,7 @@ def _problems_from(exc: ValidationError, doc: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     lifted = {
         k
-        for k in SYNC_KEYS
+        for k in TOP_LEVEL_SYNC_KEYS
         if k in doc and not (isinstance(doc.get("sync_config"), dict) and k in doc["sync_config"])
     }
     for err in exc.errors(include_url=False):
@@ -607,10 +675,13 @@ def parse_rules(doc: dict[str, Any] | str | bytes | MappingRules) -> MappingRule
             raise RulesError(f"mapping_rules: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(doc, dict):
         raise RulesError(f"mapping_rules: expected a JSON object, got {_short(doc)}")
+    unknown = unknown_key_problems(doc)
     try:
         rules = MappingRules.model_validate(doc)
     except ValidationError as exc:
-        raise RulesError(_problems_from(exc, doc)) from None
+        raise RulesError(unknown + _problems_from(exc, doc)) from None
+    if unknown:
+        raise RulesError(unknown)
     # `default` options are checked by running them through the field's converter, which lives
     # in the plan (imported here, not at module level: the plan depends on this module).
     from esm_dagster.rules.plan import RulesPlan

@@ -1,10 +1,15 @@
 """The credentials vault: Fernet through MultiFernet, keys from the environment.
 
-The `credentials` column holds `{"fernet": "<token>"}` and nothing else. Keys come from
-`ESM_FERNET_KEYS` (comma separated, newest first) or from the file named by
-`ESM_FERNET_KEYS_FILE`; MultiFernet encrypts with the first and decrypts with any, so a new key
-can be put in front while old ciphertexts still open. Decryption returns `Secret` values so the
-clear text cannot reach a log by accident.
+The `credentials` column holds `{"fernet": "<token>"}` and nothing else. Keys come from, in this
+order: `ESM_FERNET_KEYS` (comma separated, newest first), the file named by
+`ESM_FERNET_KEYS_FILE`, else `$ESM_HOME/fernet.keys` (the file `esm demo` creates) when it exists.
+MultiFernet encrypts with the first and decrypts with any, so a new key can be put in front while
+old ciphertexts still open. Decryption returns `Secret` values so the clear text cannot reach a
+log by accident.
+
+No key at all is `VaultNotConfigured`: a problem of the machine running `esm`, not of a mapping,
+so the sync engine must not count it against the mapping. A key that does not open the stored
+ciphertext is a plain `VaultError` (the mapping's credentials need attention).
 """
 
 from __future__ import annotations
@@ -28,6 +33,20 @@ class VaultError(RuntimeError):
     """Raised when credentials cannot be encrypted or opened; never carries key or clear text."""
 
 
+class VaultNotConfigured(VaultError):
+    """No Fernet key is configured where `esm` runs: a local setup error, not the mapping's fault."""
+
+
+HOME_KEYS_FILE = "fernet.keys"
+
+
+def home_keys_file(environ: Mapping[str, str]) -> Path:
+    """`$ESM_HOME/fernet.keys`, with ESM_HOME resolved as the catalog resolves it (default `.esm`)."""
+    from esm_dagster.catalog.db import DEFAULT_HOME
+
+    return Path(environ.get("ESM_HOME") or DEFAULT_HOME).resolve() / HOME_KEYS_FILE
+
+
 def generate_key() -> str:
     return Fernet.generate_key().decode()
 
@@ -37,17 +56,28 @@ def _split_keys(raw: str) -> list[str]:
 
 
 def load_keys(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The keys, newest first: `ESM_FERNET_KEYS`, else `ESM_FERNET_KEYS_FILE`, else `$ESM_HOME/fernet.keys`."""
     env = os.environ if environ is None else environ
     raw = env.get(KEYS_ENV, "")
+    source = KEYS_ENV
     if not raw and env.get(KEYS_FILE_ENV):
         path = Path(env[KEYS_FILE_ENV])
         if not path.exists():
-            raise VaultError(f"{KEYS_FILE_ENV} names {path}, which does not exist")
-        raw = path.read_text()
+            raise VaultNotConfigured(f"{KEYS_FILE_ENV} names {path}, which does not exist")
+        raw, source = path.read_text(), str(path)
+    elif not raw:
+        home_file = home_keys_file(env)
+        if home_file.is_file():
+            raw, source = home_file.read_text(), str(home_file)
+        else:
+            raise VaultNotConfigured(
+                f"no Fernet key: set {KEYS_ENV} (comma separated, newest first) or {KEYS_FILE_ENV}, "
+                f"or put the key in {home_file}; `esm keys generate` prints a new key"
+            )
     keys = _split_keys(raw)
     if not keys:
-        raise VaultError(
-            f"no Fernet key: set {KEYS_ENV} (comma separated, newest first) or {KEYS_FILE_ENV}; "
+        raise VaultNotConfigured(
+            f"no Fernet key: {source} holds none; put a key there or set {KEYS_ENV}; "
             "`esm keys generate` prints a new key"
         )
     return keys

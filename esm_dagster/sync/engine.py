@@ -138,6 +138,9 @@ def run_mapping(
     """
     logger = logger or log
     started = time.perf_counter()
+    # Keys first: no key on this machine (`VaultNotConfigured`) is a setup error, not a failed
+    # sync, so it must raise before a run is recorded or the mapping's error count moves.
+    vault = vault or Vault.from_env()
     Session = session_factory(url)
     with Session.begin() as session:
         row = get_mapping(session, mapping_ref)
@@ -175,7 +178,6 @@ def run_mapping(
 
     provider: Provider | None = None
     try:
-        vault = vault or Vault.from_env()
         credentials = vault.decrypt(row.credentials, mapping=repr(name))
         provider = (provider_builder or build_provider)(row, credentials)
         plan = compile_rules(rules)

@@ -90,15 +90,6 @@ def test_defaults() -> None:
     assert rules.fields[0].type == "string"
 
 
-def test_unknown_extra_keys_are_kept() -> None:
-    doc = seed()
-    doc["transformations"]["round_half"] = "even"
-    doc["future_section"] = {"x": 1}
-    rules = parse_rules(doc)
-    assert rules.transformations.model_extra == {"round_half": "even"}
-    assert rules.model_extra == {"future_section": {"x": 1}}
-
-
 def test_parse_rules_accepts_a_parsed_model() -> None:
     rules = parse_rules(seed())
     assert parse_rules(rules) is rules
