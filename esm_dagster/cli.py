@@ -136,6 +136,7 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
         for item in inputs:
             row, created = upsert_mapping(session, vault, item)
             print(f"{'added' if created else 'updated'} {row.system_name} ({row.id})")
+    _reload_ui(args)
     return 0
 
 
@@ -175,6 +176,109 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
     for s in specs:
         if s.error:
             print(f"! {s.system_name}: {s.error}")
+    return 0
+
+
+def _reload_ui(args: argparse.Namespace) -> None:
+    """After a catalog change: have a running Dagster UI reload the `esm` code location."""
+    if getattr(args, "no_reload", False):
+        return
+    from esm_dagster.orchestration.reload import reload_code_location
+
+    print(reload_code_location())
+
+
+def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set column=value` pairs; values stay text here and are typed by `MappingEdit`."""
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column.strip():
+            raise ValueError(f"--set {pair!r}: expected COLUMN=VALUE (e.g. priority=2)")
+        changes[column.strip()] = value
+    return changes
+
+
+def cmd_mapping_set_active(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.mappings import get_mapping, set_active
+
+    url = database_url()
+    _require_catalog(url)
+    active = args.mapping_command == "enable"
+    with session_factory(url).begin() as session:
+        row = get_mapping(session, args.mapping)
+        status = set_active(session, row, active)
+        print(f"{'enabled' if active else 'disabled'} {row.system_name} ({row.id}): status {status}")
+    _reload_ui(args)
+    return 0
+
+
+def cmd_mapping_edit(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.mappings import edit_mapping, get_mapping
+    from esm_dagster.security.vault import Vault
+
+    changes = _parse_sets(args.set or [])
+    rules = _load_document(args.rules) if args.rules else None
+    if rules is not None and not isinstance(rules, dict):
+        raise ValueError(f"{args.rules}: mapping_rules must be an object")
+    credentials = _load_document(args.credentials) if args.credentials else None
+    if credentials is not None and not (
+        isinstance(credentials, dict) and all(isinstance(v, str) for v in credentials.values())
+    ):
+        raise ValueError(f"{args.credentials}: credentials must be an object of strings")
+    if not changes and rules is None and credentials is None:
+        raise ValueError("nothing to change: give --set COLUMN=VALUE, --rules FILE or --credentials FILE")
+    url = database_url()
+    _require_catalog(url)
+    vault = Vault.from_env() if credentials is not None else None
+    with session_factory(url).begin() as session:
+        row = get_mapping(session, args.mapping)
+        changed = edit_mapping(
+            session, row, changes, mapping_rules=rules, credentials=credentials, vault=vault
+        )
+        print(f"edited {row.system_name} ({row.id}): {', '.join(changed) or 'no change'}")
+    _reload_ui(args)
+    return 0
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.mappings import age, short_id
+    from esm_dagster.catalog.models import User
+    from esm_dagster.catalog.tasks import list_tasks
+
+    url = database_url()
+    _require_catalog(url)
+    with session_factory(url)() as session:
+        emails = {u.id: u.email for u in session.query(User)}
+        records = [
+            {
+                "id": str(task.id),
+                "title": task.title,
+                "mapping": name or "",
+                "reason": task.reason or "",
+                "status": str(task.status),
+                "priority": task.priority,
+                "assignee": (emails.get(task.assigned_to_user_id) if task.assigned_to_user_id else None)
+                or "",
+                "due": age(task.due_date),
+                "created": age(task.created_at),
+                "resolution": task.resolution or "",
+            }
+            for task, name in list_tasks(session, include_closed=args.all)
+        ]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no open tasks" if not args.all else "no tasks")
+        return 0
+    for record in records:
+        record["id"] = short_id(str(record["id"]))
+    columns = ["title", "status", "assignee", "due", "id"] + (["resolution"] if args.all else [])
+    print(format_table(records, columns))
     return 0
 
 
@@ -258,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("file")
     add.set_defaults(func=cmd_mapping_add)
+    for verb, text in (("enable", "make a mapping active again"), ("disable", "stop syncing a mapping")):
+        toggle = mapping.add_parser(verb, help=text)
+        toggle.add_argument(
+            "mapping", help="mapping id (or its first 8 characters), system name or system/stream"
+        )
+        toggle.set_defaults(func=cmd_mapping_set_active)
+    edit = mapping.add_parser("edit", help="change columns, rules or credentials of one mapping")
+    edit.add_argument("mapping", help="mapping id (or its first 8 characters), system name or system/stream")
+    edit.add_argument("--set", action="append", metavar="COLUMN=VALUE", help="repeatable, e.g. priority=2")
+    edit.add_argument("--rules", help="a mapping_rules JSON/YAML file that replaces the rules")
+    edit.add_argument("--credentials", help="a JSON/YAML file of credentials (encrypted as written)")
+    edit.set_defaults(func=cmd_mapping_edit)
+    for sub_parser in (add, edit, *[mapping.choices[v] for v in ("enable", "disable")]):
+        sub_parser.add_argument(
+            "--no-reload", action="store_true", help="do not ask a running Dagster UI to reload"
+        )
     listing = mapping.add_parser("list", help="system, type, status, frequency, last sync")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_mapping_list)
@@ -265,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--rules", required=True, help="mapping_rules JSON/YAML file")
     prev.add_argument("--records", required=True, help="JSON Lines file of provider records")
     prev.set_defaults(func=cmd_mapping_preview)
+
+    tasks = sub.add_parser("tasks", help="work waiting for a person").add_subparsers(
+        dest="tasks_command", required=True
+    )
+    task_list = tasks.add_parser("list", help="open tasks (title, status, assignee, due)")
+    task_list.add_argument("--all", action="store_true", help="include completed and cancelled tasks")
+    task_list.add_argument("--json", action="store_true")
+    task_list.set_defaults(func=cmd_tasks_list)
 
     sync = sub.add_parser("sync", help="sync one mapping now, without Dagster")
     sync.add_argument("mapping", help="mapping id, system name or system/stream")

@@ -327,3 +327,109 @@ def age(moment: dt.datetime | None) -> str:
     if moment is None:
         return "never"
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def set_active(session: Session, row: ExternalSystemMapping, active: bool) -> str:
+    """Enable or disable a mapping; returns its new status.
+
+    Disabling makes the row `inactive` (no asset, schedule or probe). Enabling lifts `inactive`
+    and `maintenance` (a person's pause) back to `active`; a row in `error` stays in error, since
+    only a successful sync or health probe proves it healthy.
+    """
+    row.is_active = active
+    if not active:
+        row.sync_status = SyncStatus.INACTIVE
+    elif row.sync_status in (SyncStatus.INACTIVE, SyncStatus.MAINTENANCE):
+        row.sync_status = SyncStatus.ACTIVE
+    row.updated_at = utcnow()
+    session.flush()
+    return str(row.sync_status)
+
+
+class MappingEdit(BaseModel):
+    """The columns `esm mapping edit --set` may change, typed and bounded as `MappingInput` is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_name: str | None = Field(default=None, min_length=1, max_length=100)
+    api_endpoint: str | None = Field(default=None, min_length=1, max_length=500)
+    api_version: str | None = None
+    sync_frequency: SyncFrequency | None = None
+    sync_status: SyncStatus | None = None
+    priority: int | None = Field(default=None, ge=0, le=100)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=3600)
+    retry_attempts: int | None = Field(default=None, ge=0, le=20)
+
+
+EDITABLE_COLUMNS: tuple[str, ...] = tuple(MappingEdit.model_fields)
+
+
+def edit_mapping(
+    session: Session,
+    row: ExternalSystemMapping,
+    changes: Mapping[str, Any],
+    *,
+    mapping_rules: dict[str, Any] | None = None,
+    credentials: dict[str, str] | None = None,
+    vault: Vault | None = None,
+) -> list[str]:
+    """Change some columns of one row, checked as `upsert_mapping` checks a whole row.
+
+    Returns the names of the columns changed. Every problem raises `MappingError` naming the
+    mapping, the column and the value, and nothing is written.
+    """
+    from pydantic import ValidationError
+
+    name = row.system_name
+    try:
+        edit = MappingEdit.model_validate(dict(changes))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']} (got {e.get('input')!r})"
+            if e["type"] != "extra_forbidden"
+            else f"{e['loc'][0]}: not an editable column (editable: {', '.join(EDITABLE_COLUMNS)})"
+            for e in exc.errors()
+        )
+        raise MappingError(f"mapping {name!r}: {problems}") from None
+    values = edit.model_dump(exclude_unset=True)
+    if values.get("system_name") not in (None, name):
+        new_name = values["system_name"]
+        slugify(new_name)
+        stream = spec_from_row(row).stream
+        other = find_mapping(session, new_name, stream)
+        if other is not None and other.id != row.id:
+            raise MappingError(
+                f"mapping {name!r}: system_name: {new_name!r} already has a {stream!r} mapping ({other.id})"
+            )
+    if "api_endpoint" in values:
+        try:
+            check_endpoint(values["api_endpoint"], mapping=repr(name))
+        except EndpointRefused as exc:
+            raise MappingError(str(exc)) from None
+    if mapping_rules is not None:
+        rules = _rules_or_error(name, mapping_rules)
+        try:
+            new_stream = stream_of(row.provider_name, rules)
+        except ValueError as exc:
+            raise MappingError(f"mapping {name!r}: mapping_rules.{exc}") from None
+        old = spec_from_row(row)
+        if old.error is None and new_stream != old.stream:
+            raise MappingError(
+                f"mapping {name!r}: mapping_rules.sync_config.stream: {new_stream!r} would change the "
+                f"stream from {old.stream!r} (its asset, cursor and synced rows); add a new mapping instead"
+            )
+        values["mapping_rules"] = mapping_rules
+    changed = []
+    for column, value in values.items():
+        if getattr(row, column) != value:
+            setattr(row, column, value)
+            changed.append(column)
+    if credentials is not None:
+        if vault is None:
+            raise MappingError(f"mapping {name!r}: credentials given without a vault to encrypt them")
+        row.credentials = vault.encrypt(credentials)
+        changed.append("credentials")
+    if changed:
+        row.updated_at = utcnow()
+        session.flush()
+    return changed

@@ -19,7 +19,7 @@ from esm_dagster.catalog.types import utcnow
 # Why a mapping needs a person; the text is the task's description.
 REASONS = {
     "credentials": "The provider refused the mapping's credentials (revoked, expired or wrong). "
-    "Issue new credentials and update the mapping (`esm mapping add`).",
+    "Issue new credentials and store them: `esm mapping edit MAPPING --credentials FILE`.",
     "stuck_in_error": "The mapping has been in error for more than a day and its health probes "
     "keep failing. Check the provider's status and the last error.",
     "conflicts": "Two-way sync conflicts are waiting for a decision (`esm conflicts list`).",

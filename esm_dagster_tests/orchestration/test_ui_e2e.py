@@ -9,7 +9,9 @@ One test, in the order a data engineer would use the UI:
 3. a backfill of three daily Asia/Bangkok partitions of `esm/stripe/charges`
    (`launchPartitionBackfill`) completes with three successful runs, loads exactly the charges the
    emulator has in those three local days, and a second identical backfill adds no rows;
-4. with the emulator answering 500 to everything and the mapping set to fail fast (no retries,
+4. `esm mapping disable` and `enable` of the customers mapping reload the running UI (the asset
+   leaves and comes back);
+5. with the emulator answering 500 to everything and the mapping set to fail fast (no retries,
    error threshold 1, code location reloaded through GraphQL), a charges sync fails; the
    run-failure sensor (under the real daemon) posts exactly one alert to a loopback webhook, naming
    the mapping and the run and holding no Stripe key; the mapping row is in `error` with its
@@ -24,6 +26,7 @@ import copy
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -566,6 +569,28 @@ def test_dagster_ui_graphql_end_to_end(
         assert count(url, "payment") == payments, "re-running the same backfill added payment rows"
         assert external_ids(url, "payment") == accepted_ids
         assert _quarantined(url, charges_id) == quarantined, "re-running the backfill added quarantine rows"
+
+        # ---- 3d. a table change reaches the running UI: `esm mapping disable`, then `enable` -------
+        def esm_cli(*args: str) -> str:
+            done = subprocess.run(
+                [str(Path(sys.executable).parent / "esm"), *args],
+                env={**env, "ESM_DAGSTER_UI_URL": dev.url},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"esm {' '.join(args)}: {done.stderr}"
+            assert f"reloaded code location 'esm' in the Dagster UI at {dev.url}" in done.stdout, done.stdout
+            return done.stdout
+
+        def listed() -> set[tuple[str, ...]]:
+            return {tuple(n["assetKey"]["path"]) for n in dev.graphql(ASSETS)["assetNodes"]}
+
+        esm_cli("mapping", "disable", "stripe/customers")
+        assert tuple(CUSTOMERS) not in listed() and tuple(CHARGES) in listed(), listed()
+        esm_cli("mapping", "enable", "stripe/customers")
+        assert tuple(CUSTOMERS) in listed(), listed()
+        lap("disable/enable reloaded")
 
         # ---- 4. a failing mapping: one alert, the row in error -----------------------------------
         with session_factory(url).begin() as session:

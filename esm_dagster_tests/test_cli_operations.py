@@ -1,0 +1,208 @@
+"""`esm mapping enable|disable|edit` and `esm tasks list`: changing the catalog a person operates.
+
+Each change command also asks a running Dagster UI to reload; here no UI listens (the URL is a
+closed loopback port), which must be reported in one line and never fail the command. The reload
+against a real `dagster dev` is covered by the UI end-to-end test.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from esm_dagster.catalog.db import get_engine, session_factory
+from esm_dagster.catalog.mappings import get_mapping, load_specs
+from esm_dagster.catalog.tasks import close_tasks, open_task
+from esm_dagster.cli import main
+from esm_dagster.security.vault import Vault
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CLUB = "Stripe Club Account"
+PLACEHOLDER_KEY = "sk_test_replace_me_with_a_restricted_key"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def catalog(db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
+    monkeypatch.setenv("ESM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ESM_DAGSTER_UI_URL", f"http://127.0.0.1:{closed_port()}")
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    return db_url
+
+
+def row_values(url: str, *columns: str) -> tuple:
+    with get_engine(url).connect() as conn:
+        return tuple(conn.execute(sa.text(f"select {', '.join(columns)} from external_system_mapping")).one())
+
+
+def test_mapping_add_reports_that_no_ui_was_there_to_reload(
+    catalog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"updated {CLUB}" in out
+    assert "no Dagster UI at http://127.0.0.1:" in out
+    assert main(["mapping", "add", "--no-reload", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    assert "Dagster UI" not in capsys.readouterr().out
+
+
+def test_disable_removes_the_asset_and_enable_brings_it_back(
+    catalog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mapping", "disable", CLUB]) == 0
+    assert "disabled Stripe Club Account" in capsys.readouterr().out
+    assert row_values(catalog, "is_active", "sync_status") in ((False, "inactive"), (0, "inactive"))
+    with session_factory(catalog)() as session:
+        (spec,) = load_specs(session)
+    assert not spec.is_active and spec.sync_status == "inactive"
+
+    assert main(["mapping", "enable", "stripe_club_account/customers"]) == 0
+    assert "status active" in capsys.readouterr().out
+    assert row_values(catalog, "sync_status") == ("active",)
+    assert bool(row_values(catalog, "is_active")[0]) is True
+
+
+def test_enable_lifts_maintenance_but_not_error(catalog: str) -> None:
+    with get_engine(catalog).begin() as conn:
+        conn.execute(sa.text("update external_system_mapping set sync_status = 'maintenance'"))
+    assert main(["mapping", "enable", CLUB]) == 0
+    assert row_values(catalog, "sync_status") == ("active",)
+    with get_engine(catalog).begin() as conn:
+        conn.execute(sa.text("update external_system_mapping set sync_status = 'error'"))
+    assert main(["mapping", "enable", CLUB]) == 0
+    # Only a successful sync or health probe proves a mapping healthy again.
+    assert row_values(catalog, "sync_status") == ("error",)
+
+
+def test_edit_sets_typed_columns(catalog: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["mapping", "edit", CLUB, "--set", "priority=2", "--set", "sync_frequency=hourly",
+         "--set", "timeout_seconds=45", "--set", "retry_attempts=0"]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "edited Stripe Club Account" in out and "priority" in out and "sync_frequency" in out
+    assert row_values(catalog, "priority", "sync_frequency", "timeout_seconds", "retry_attempts") == (
+        2,
+        "hourly",
+        45,
+        0,
+    )
+    assert main(["mapping", "edit", CLUB, "--set", "priority=2"]) == 0
+    assert "no change" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("pair", "needles"),
+    [
+        ("priority=high", ["priority", "'high'"]),
+        ("priority=500", ["priority", "'500'"]),
+        ("sync_frequency=fortnightly", ["sync_frequency", "'fortnightly'"]),
+        ("credentials=abc", ["credentials", "not an editable column"]),
+        ("api_endpoint=http://api.stripe.com", ["api_endpoint", "http://api.stripe.com", "https"]),
+        ("priority", ["--set", "COLUMN=VALUE"]),
+    ],
+)
+def test_edit_refuses_bad_values_naming_mapping_column_and_value(
+    catalog: str, capsys: pytest.CaptureFixture[str], pair: str, needles: list[str]
+) -> None:
+    before = row_values(catalog, "priority", "sync_frequency", "api_endpoint", "updated_at")
+    assert main(["mapping", "edit", CLUB, "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("esm: error:") and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    if "--set" not in needles:
+        assert CLUB in err
+    assert row_values(catalog, "priority", "sync_frequency", "api_endpoint", "updated_at") == before
+
+
+def test_edit_rules_are_validated_and_may_not_change_the_stream(
+    catalog: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())["mapping_rules"]
+    rules["validation_rules"]["required_fields"] = ["email", "name"]
+    good = tmp_path / "rules.json"
+    good.write_text(json.dumps(rules))
+    assert main(["mapping", "edit", CLUB, "--rules", str(good)]) == 0
+    with session_factory(catalog)() as session:
+        assert get_mapping(session, CLUB).mapping_rules["validation_rules"]["required_fields"] == [
+            "email",
+            "name",
+        ]
+    capsys.readouterr()
+
+    rules["validation_rules"]["data_types"]["email"] = "emial"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rules))
+    assert main(["mapping", "edit", CLUB, "--rules", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert CLUB in err and "data_types" in err and "emial" in err
+
+    rules["validation_rules"]["data_types"]["email"] = "email"
+    rules["sync_config"]["stream"] = "charges"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(rules))
+    assert main(["mapping", "edit", CLUB, "--rules", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "stream" in err and "'charges'" in err and "'customers'" in err
+
+
+def test_edit_credentials_stores_ciphertext_only(
+    catalog: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_key = "sk_test_rotated_after_revocation_123"
+    path = tmp_path / "creds.yaml"
+    path.write_text(yaml.safe_dump({"api_key": new_key}))
+    assert main(["mapping", "edit", CLUB, "--credentials", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "credentials" in captured.out
+    assert new_key not in captured.out + captured.err
+    with get_engine(catalog).connect() as conn:
+        stored = conn.execute(sa.text("select credentials from external_system_mapping")).scalar_one()
+    assert new_key not in str(stored) and PLACEHOLDER_KEY not in str(stored)
+    with session_factory(catalog)() as session:
+        opened = Vault.from_env().decrypt(get_mapping(session, CLUB).credentials, mapping=CLUB)
+    assert opened["api_key"].reveal() == new_key
+
+
+def test_edit_with_nothing_to_change_says_so(catalog: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mapping", "edit", CLUB]) == 2
+    assert "nothing to change" in capsys.readouterr().err
+
+
+def test_tasks_list_shows_open_tasks_and_all_with_flag(
+    catalog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tasks", "list"]) == 0
+    assert "no open tasks" in capsys.readouterr().out
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, CLUB)
+        assert open_task(session, row, "credentials", detail="401 invalid_api_key") is not None
+        mapping_id = row.id
+    assert main(["tasks", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Stripe Club Account: credentials needs attention" in out and "pending" in out
+
+    assert main(["tasks", "list", "--json"]) == 0
+    (task,) = json.loads(capsys.readouterr().out)
+    assert task["mapping"] == CLUB and task["reason"] == "credentials" and task["status"] == "pending"
+
+    with session_factory(catalog).begin() as session:
+        assert close_tasks(session, mapping_id, "probe succeeded") == 1
+    assert main(["tasks", "list"]) == 0
+    assert "no open tasks" in capsys.readouterr().out
+    assert main(["tasks", "list", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "completed" in out and "probe succeeded" in out
