@@ -67,18 +67,20 @@ def _items(document: Any, path: str) -> list[dict[str, Any]]:
     )
 
 
-def _require_catalog(url: str) -> None:
-    """Refuse, in one line, a catalog that `esm db upgrade` has not created yet."""
+def _catalog_url() -> str:
+    """The catalog's URL, refused in one line when `esm db upgrade` has not created it yet."""
     import sqlalchemy as sa
 
-    from esm_dagster.catalog.db import get_engine, redacted_url
+    from esm_dagster.catalog.db import database_url, get_engine, redacted_url
 
+    url = database_url()
     with get_engine(url).connect() as conn:
         if not sa.inspect(conn).has_table("external_system_mapping"):
             raise ValueError(
                 f"the catalog {redacted_url(url)} has no external_system_mapping table: "
                 "run `esm db upgrade` first"
             )
+    return url
 
 
 def _error_line(exc: BaseException) -> str:
@@ -112,7 +114,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 def cmd_mapping_add(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import MappingError, MappingInput, upsert_mapping
     from esm_dagster.security.vault import Vault
 
@@ -129,8 +131,7 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
                 for e in exc.errors()
             )
             raise MappingError(f"mapping {name!r}: {problems}") from None
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     vault = Vault.from_env()
     with session_factory(url).begin() as session:
         for item in inputs:
@@ -141,12 +142,11 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_list(args: argparse.Namespace) -> int:
-    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import age, load_specs, short_id
     from esm_dagster.catalog.models import ExternalSystemMapping
 
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     with session_factory(url)() as session:
         specs = load_specs(session)
         rows = {str(r.id): r for r in session.query(ExternalSystemMapping)}
@@ -200,11 +200,10 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_mapping_set_active(args: argparse.Namespace) -> int:
-    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import get_mapping, set_active
 
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     active = args.mapping_command == "enable"
     with session_factory(url).begin() as session:
         row = get_mapping(session, args.mapping)
@@ -215,7 +214,7 @@ def cmd_mapping_set_active(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_edit(args: argparse.Namespace) -> int:
-    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import edit_mapping, get_mapping
     from esm_dagster.security.vault import Vault
 
@@ -230,8 +229,7 @@ def cmd_mapping_edit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.credentials}: credentials must be an object of strings")
     if not changes and rules is None and credentials is None:
         raise ValueError("nothing to change: give --set COLUMN=VALUE, --rules FILE or --credentials FILE")
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     vault = Vault.from_env() if credentials is not None else None
     with session_factory(url).begin() as session:
         row = get_mapping(session, args.mapping)
@@ -244,13 +242,12 @@ def cmd_mapping_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_list(args: argparse.Namespace) -> int:
-    from esm_dagster.catalog.db import database_url, session_factory
+    from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import age, short_id
     from esm_dagster.catalog.models import User
     from esm_dagster.catalog.tasks import list_tasks
 
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     with session_factory(url)() as session:
         emails = {u.id: u.email for u in session.query(User)}
         records = [
@@ -300,7 +297,6 @@ def cmd_mapping_preview(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from esm_dagster.catalog.db import database_url
     from esm_dagster.security.vault import Vault
     from esm_dagster.sync.engine import run_mapping
 
@@ -308,8 +304,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.since:
         since = dt.datetime.fromisoformat(args.since)
         since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
-    url = database_url()
-    _require_catalog(url)
+    url = _catalog_url()
     # Keys first: a machine without a key is a setup error, not a failed sync of the mapping.
     vault = Vault.from_env()
     # The engine logs a failure and raises it; `main` prints it, so the log line would repeat it.
