@@ -78,11 +78,13 @@ def start_emulator(charges: int) -> tuple[subprocess.Popen[str], str]:
 
 def measure(size: int, database_url: str | None) -> dict[str, object]:
     proc, url = start_emulator(size)
+    schema = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = database_url or f"sqlite:///{tmp}/bench.db"
             if database_url and database_url.startswith("postgres"):
-                db = _fresh_pg_schema(database_url, size)
+                schema = f"esm_bench_{size}_{os.getpid()}"
+                db = _fresh_pg_schema(database_url, schema)
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.inbound", "--child", url, "--database-url", db],
                 capture_output=True, text=True, check=True,
@@ -91,15 +93,28 @@ def measure(size: int, database_url: str | None) -> dict[str, object]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if database_url and schema:
+            _drop_pg_schema(database_url, schema)
     return {"charges": size, "engine": (database_url or "sqlite").split(":")[0], **figures}
 
 
-def _fresh_pg_schema(base: str, size: int) -> str:
+def _drop_pg_schema(base: str, schema: str) -> None:
+    """The benchmark's schema goes once measured: it must not pile up in a shared database."""
     import sqlalchemy as sa
 
     from esm_dagster.catalog.db import normalize_url
 
-    schema = f"esm_bench_{size}_{os.getpid()}"
+    engine = sa.create_engine(normalize_url(base))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def _fresh_pg_schema(base: str, schema: str) -> str:
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog.db import normalize_url
+
     engine = sa.create_engine(normalize_url(base))
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
