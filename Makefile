@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+UI_PORT ?= 3000
 
 .PHONY: install demo test test-fast lint format bench ui clean-demo
 
@@ -38,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.inbound
 
 ui: $(STAMP)
-	$(BIN)/esm ui
+	$(BIN)/esm ui --ui-port $(UI_PORT)
 
 clean-demo:
 	rm -rf .esm

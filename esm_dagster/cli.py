@@ -115,7 +115,7 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from esm_dagster.catalog.db import session_factory
-    from esm_dagster.catalog.mappings import MappingError, MappingInput, upsert_mapping
+    from esm_dagster.catalog.mappings import MappingError, MappingInput, upsert_mapping, validation_problems
     from esm_dagster.security.vault import Vault
 
     items = _items(_load_document(args.file), args.file)
@@ -125,11 +125,7 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
             inputs.append(MappingInput.model_validate(raw))
         except ValidationError as exc:
             name = raw.get("system_name", f"#{position + 1}")
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                + ("" if "credentials" in e["loc"] else f" (got {e.get('input')!r})")
-                for e in exc.errors()
-            )
+            problems = validation_problems(exc, raw, tuple(MappingInput.model_fields))
             raise MappingError(f"mapping {name!r}: {problems}") from None
     url = _catalog_url()
     vault = Vault.from_env()
@@ -287,9 +283,15 @@ def cmd_mapping_preview(args: argparse.Namespace) -> int:
     for line_no, line in enumerate(_read_text(args.records).splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{args.records}:{line_no}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{args.records}:{line_no}: expected one provider record (a JSON object) per line, "
+                    f"got {type(record).__name__}"
+                )
+            records.append(record)
     print(json.dumps(preview(rules, records), indent=2, ensure_ascii=False))
     return 0
 
@@ -297,14 +299,25 @@ def cmd_mapping_preview(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import MappingError, get_mapping, spec_from_row
     from esm_dagster.security.vault import Vault
     from esm_dagster.sync.engine import run_mapping
+    from esm_dagster.sync.since import parse_since
 
-    since = None
-    if args.since:
-        since = dt.datetime.fromisoformat(args.since)
-        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
     url = _catalog_url()
+    with session_factory(url)() as session:
+        spec = spec_from_row(get_mapping(session, args.mapping))
+    if not spec.is_active and not args.force:
+        raise MappingError(
+            f"mapping {spec.system_name!r} is disabled (is_active false, status {spec.sync_status}): "
+            "`esm mapping enable` it, or sync it once anyway with --force"
+        )
+    since: dt.datetime | None = None
+    if args.since:
+        since = parse_since(args.since, spec.timezone)
+        if since.timestamp() > dt.datetime.now(dt.UTC).timestamp():
+            raise ValueError(f"--since {args.since!r} is in the future: there is nothing to read yet")
     # Keys first: a machine without a key is a setup error, not a failed sync of the mapping.
     vault = Vault.from_env()
     # The engine logs a failure and raises it; `main` prints it, so the log line would repeat it.
@@ -392,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="sync one mapping now, without Dagster")
     sync.add_argument("mapping", help="mapping id, system name or system/stream")
     sync.add_argument("--full-refresh", action="store_true")
-    sync.add_argument("--since", help="ISO date/datetime: re-read records created since then")
+    sync.add_argument(
+        "--since",
+        help="ISO date/datetime: re-read records created since then (no offset: the mapping's timezone)",
+    )
+    sync.add_argument("--force", action="store_true", help="sync even if the mapping is disabled")
     sync.set_defaults(func=cmd_sync)
 
     demo = sub.add_parser("demo", help="sync the demo catalog against the local emulators through Dagster")

@@ -28,6 +28,14 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_from_the_developer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the `.esm/` that `make demo` leaves (its key file, catalog) or a `dagster dev`
+    the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port."""
+    monkeypatch.setenv("ESM_HOME", str(tmp_path / "esm_home"))
+    monkeypatch.setenv("ESM_DAGSTER_UI_URL", "http://127.0.0.1:9")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _postgres_required() -> None:
     if REQUIRE_PG and not PG_URL:

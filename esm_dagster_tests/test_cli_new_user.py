@@ -208,7 +208,11 @@ def test_missing_and_broken_files_are_named_with_their_line(
     bad_yaml.write_text("system_name: x\nmapping_rules: [1,\n  field: 2\n")
     not_mapping = tmp_path / "scalar.yaml"
     not_mapping.write_text("just text\n")
+    list_line = tmp_path / "lists.jsonl"
+    list_line.write_text('{"id": "cus_1", "email": "a@example.org"}\n\n[1, 2]\n')
     cases = [
+        (["mapping", "preview", "--rules", str(EXAMPLES / "seed_mapping_rules.json"), "--records", str(list_line)],
+         f"{list_line}:3: expected one provider record (a JSON object) per line, got list"),
         (["mapping", "add", str(missing)], f"{missing}: no such file"),
         (["mapping", "preview", "--rules", str(missing), "--records", records], f"{missing}: no such file"),
         (["mapping", "preview", "--rules", str(EXAMPLES / "seed_mapping_rules.json"), "--records", str(missing)],

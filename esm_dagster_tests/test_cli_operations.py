@@ -206,3 +206,136 @@ def test_tasks_list_shows_open_tasks_and_all_with_flag(
     assert main(["tasks", "list", "--all"]) == 0
     out = capsys.readouterr().out
     assert "completed" in out and "probe succeeded" in out
+
+
+def test_sync_status_and_is_active_never_contradict_each_other(catalog: str) -> None:
+    assert main(["mapping", "edit", CLUB, "--set", "sync_status=inactive"]) == 0
+    assert row_values(catalog, "sync_status") == ("inactive",)
+    assert not row_values(catalog, "is_active")[0]
+    assert main(["mapping", "edit", CLUB, "--set", "sync_status=maintenance"]) == 0
+    assert row_values(catalog, "sync_status") == ("maintenance",)
+    assert bool(row_values(catalog, "is_active")[0]) is True
+
+
+def test_re_adding_the_file_keeps_a_persons_decisions(catalog: str, tmp_path: Path) -> None:
+    """`esm mapping add` of an unchanged file (or `make demo` again) must not re-enable a
+    disabled mapping nor lift an `error` that only a successful sync may lift."""
+    assert main(["mapping", "disable", CLUB]) == 0
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    assert row_values(catalog, "sync_status") == ("inactive",)
+    assert not row_values(catalog, "is_active")[0]
+    assert main(["mapping", "enable", CLUB]) == 0
+    with get_engine(catalog).begin() as conn:
+        conn.execute(sa.text("update external_system_mapping set sync_status = 'error', error_count = 3"))
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    assert row_values(catalog, "sync_status", "error_count") == ("error", 3)
+    # A file that says so explicitly is a person's decision too.
+    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
+    doc["is_active"] = False
+    path = tmp_path / "off.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["mapping", "add", str(path)]) == 0
+    assert row_values(catalog, "sync_status") == ("inactive",)
+
+
+def test_a_new_mapping_file_with_is_active_false_is_inactive(
+    db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
+    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
+    doc["is_active"] = False
+    path = tmp_path / "off.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["mapping", "add", str(path)]) == 0
+    assert row_values(db_url, "sync_status") == ("inactive",)
+
+
+def test_system_name_with_stream_selects_the_mapping(catalog: str) -> None:
+    with session_factory(catalog)() as session:
+        assert get_mapping(session, "Stripe Club Account/customers").system_name == CLUB
+        assert get_mapping(session, "stripe club account/customers").system_name == CLUB
+
+
+@pytest.mark.parametrize(
+    ("change", "secret", "needles"),
+    [
+        ({"drop": "provider_name"}, "sk_test_local_emulator_only", ["provider_name", "Field required"]),
+        ({"rename": ("credentials", "credential")}, "sk_test_local_emulator_only", ["credential", "did you mean 'credentials'"]),
+        ({"credentials": {"password": "S3cure!Pass", "api_key": "S3cure!Pass"}, "drop": "provider_name"}, "S3cure!Pass", ["provider_name"]),
+        ({"credentials": {"api_key": 12345678}}, "12345678", ["credentials.api_key"]),
+    ],
+)  # fmt: skip
+def test_mapping_add_errors_never_print_credentials(
+    catalog: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict,
+    secret: str,
+    needles: list[str],
+) -> None:
+    doc = yaml.safe_load((EXAMPLES / "stripe_emulator_mapping.yaml").read_text())
+    doc = doc["mappings"][0] if "mappings" in doc else doc
+    if "credentials" in change:
+        doc["credentials"] = change["credentials"]
+    if "drop" in change:
+        doc.pop(change["drop"])
+    if "rename" in change:
+        old, new = change["rename"]
+        doc[new] = doc.pop(old)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    assert main(["mapping", "add", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("esm: error: mapping ") and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert secret not in err, err
+    assert len(err) < 600, f"one short line, not the whole document: {err}"
+
+
+@pytest.fixture
+def demo(db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
+
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
+    with stripe_emulator(customers=20, charges=40) as emulator:
+        demo_catalog(db_url, emulator)
+        yield db_url
+
+
+def test_sync_of_a_disabled_mapping_is_refused_unless_forced(
+    demo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mapping", "disable", "stripe/charges"]) == 0
+    capsys.readouterr()
+    assert main(["sync", "stripe/charges"]) == 2
+    err = capsys.readouterr().err
+    assert "'Stripe' is disabled" in err and "--force" in err
+    with get_engine(demo).connect() as conn:
+        assert conn.execute(sa.text("select count(*) from esm_sync_run")).scalar_one() == 0
+    assert main(["sync", "stripe/charges", "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "success"
+
+
+def test_since_without_offset_is_the_mappings_local_time(
+    demo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    assert main(["sync", "stripe/charges", "--since", "2026-11-01"]) == 0  # an Asia/Bangkok mapping
+    report = json.loads(capsys.readouterr().out)
+    assert report["window_start"] == int(
+        dt.datetime(2026, 11, 1, tzinfo=ZoneInfo("Asia/Bangkok")).timestamp()
+    )
+    assert main(["sync", "stripe/charges", "--since", "2026-11-01T00:00+00:00"]) == 0
+    assert json.loads(capsys.readouterr().out)["window_start"] == int(
+        dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp()
+    )
+    for bad, needle in (
+        ("yesterday", "--since: 'yesterday' is not an ISO date"),
+        ("2999-01-01", "in the future"),
+    ):
+        assert main(["sync", "stripe/charges", "--since", bad]) == 2
+        assert needle in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -48,12 +49,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class UnreadableJSON(str):
+    """The text of a SQLite JSON column that is not JSON (PostgreSQL's JSONB refuses such text).
+
+    Returned instead of raising so that one row someone corrupted by hand cannot stop a whole
+    catalog query: `parse_rules` reads it as text and reports the row's `mapping_rules` as "not
+    valid JSON", which marks that mapping in error while the others load.
+    """
+
+
+def _tolerant_json_loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return UnreadableJSON(text)
+
+
 @cache
 def get_engine(url: str) -> Engine:
     """One engine (and pool) per URL and process."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=_tolerant_json_loads)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -75,11 +76,57 @@ class MappingInput(BaseModel):
             yield (name, "***" if name == "credentials" else value)
 
 
+def _leaf_strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _leaf_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _leaf_strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def validation_problems(
+    exc: Any, document: Mapping[str, Any], known: Sequence[str] = (), unknown: str = "unknown key"
+) -> str:
+    """pydantic errors of a mapping document as "field: problem (got value)", secret-free.
+
+    A value is shown only when it is a scalar outside `credentials`: a missing field's "input" is
+    the whole document and an unknown key's is its value, so both are named without their input
+    (a misspelt `credential:` must not print the key it holds). Every string under `credentials`
+    is also scrubbed from the text, whatever its shape.
+    """
+    from esm_dagster.security.redact import redact_text
+
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "input"
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(known), n=1, cutoff=0.6)
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else (f" (known: {', '.join(known)})" if known else "")
+            )
+            parts.append(f"{where}: {unknown}{hint}")
+            continue
+        text = f"{where}: {e['msg']}"
+        value = e.get("input")
+        if e["type"] != "missing" and "credentials" not in e["loc"] and not isinstance(value, dict | list):
+            text += f" (got {value!r})"
+        parts.append(text)
+    return redact_text("; ".join(parts), extra=_leaf_strings(document.get("credentials")))
+
+
+def rules_problem(system_name: str, exc: RulesError) -> str:
+    """ "mapping 'X': mapping_rules.<path>: <problem>" for a rules document that does not validate."""
+    text = str(exc)
+    return f"mapping {system_name!r}: {'' if text.startswith('mapping_rules') else 'mapping_rules.'}{text}"
+
+
 def _rules_or_error(system_name: str, document: Any) -> MappingRules:
     try:
         return parse_rules(document)
     except RulesError as exc:
-        raise MappingError(f"mapping {system_name!r}: mapping_rules.{exc}") from None
+        raise MappingError(rules_problem(system_name, exc)) from None
 
 
 def stream_of(row_provider: str, rules: MappingRules) -> str:
@@ -132,8 +179,13 @@ def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[
     row.credentials = vault.encrypt(item.credentials)
     row.mapping_rules = item.mapping_rules
     row.sync_frequency = item.sync_frequency
-    row.sync_status = item.sync_status
-    row.is_active = item.is_active
+    # Re-adding a file must not undo a person's `disable`/`maintenance` or lift an `error` that
+    # only a successful sync may lift: an existing row keeps its state unless the file sets it.
+    if created or "sync_status" in item.model_fields_set:
+        row.sync_status = item.sync_status
+    if created or "is_active" in item.model_fields_set:
+        row.is_active = item.is_active
+    _make_status_coherent(row, "is_active" in item.model_fields_set)
     row.priority = item.priority
     row.timeout_seconds = item.timeout_seconds
     row.retry_attempts = item.retry_attempts
@@ -264,6 +316,28 @@ def record_failure(
     return row
 
 
+# Tasks a success settles: the provider took the credentials and the mapping is no longer stuck.
+SETTLED_BY_SUCCESS: tuple[str, ...] = ("credentials", "stuck_in_error")
+
+
+def record_recovery(session: Session, mapping_id: str | uuid.UUID, resolution: str) -> bool:
+    """A sync or probe succeeded: `record_success`, and close the tasks that success settles.
+
+    Returns True when the row was in `error` (an error episode ended: the caller alerts "recovered").
+    Both paths back to health (a successful sync and a successful probe) go through here, so a
+    mapping repaired by a manual sync closes its credentials task like a probe would.
+    """
+    from esm_dagster.catalog.tasks import close_tasks
+
+    row = session.get(ExternalSystemMapping, uuid.UUID(str(mapping_id)))
+    if row is None:
+        return False
+    was_error = row.sync_status == SyncStatus.ERROR
+    record_success(session, row.id)
+    close_tasks(session, row.id, resolution, reasons=SETTLED_BY_SUCCESS)
+    return was_error
+
+
 def record_success(session: Session, mapping_id: str | uuid.UUID) -> ExternalSystemMapping | None:
     """A sync or probe succeeded: reset the failure streak; an `error` row becomes `active`.
 
@@ -304,7 +378,8 @@ def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:
     matches = []
     for row in rows:
         spec = spec_from_row(row)
-        if wanted in (f"{spec.system_slug}/{spec.stream}", "/".join(spec.asset_key_path)):
+        paths = (f"{spec.system_slug}/{spec.stream}", f"{row.system_name.lower()}/{spec.stream}")
+        if wanted in (*paths, "/".join(spec.asset_key_path)):
             return row
         if wanted in (row.system_name.lower(), spec.system_slug):
             matches.append(row)
@@ -327,6 +402,20 @@ def age(moment: dt.datetime | None) -> str:
     if moment is None:
         return "never"
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _make_status_coherent(row: ExternalSystemMapping, active_given: bool) -> None:
+    """`is_active=false` and status `inactive` mean the same thing; make the row say it once.
+
+    When both were given and disagree, `is_active` (the switch a person flips) decides.
+    """
+    if active_given or row.sync_status != SyncStatus.INACTIVE:
+        if not row.is_active:
+            row.sync_status = SyncStatus.INACTIVE
+        elif row.sync_status == SyncStatus.INACTIVE:
+            row.sync_status = SyncStatus.ACTIVE
+    else:
+        row.is_active = False
 
 
 def set_active(session: Session, row: ExternalSystemMapping, active: bool) -> str:
@@ -384,12 +473,7 @@ def edit_mapping(
     try:
         edit = MappingEdit.model_validate(dict(changes))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']} (got {e.get('input')!r})"
-            if e["type"] != "extra_forbidden"
-            else f"{e['loc'][0]}: not an editable column (editable: {', '.join(EDITABLE_COLUMNS)})"
-            for e in exc.errors()
-        )
+        problems = validation_problems(exc, {}, EDITABLE_COLUMNS, unknown="not an editable column")
         raise MappingError(f"mapping {name!r}: {problems}") from None
     values = edit.model_dump(exclude_unset=True)
     if values.get("system_name") not in (None, name):
@@ -419,6 +503,8 @@ def edit_mapping(
                 f"stream from {old.stream!r} (its asset, cursor and synced rows); add a new mapping instead"
             )
         values["mapping_rules"] = mapping_rules
+    if "sync_status" in values:  # `inactive` is `disable`; any other status is an enabled row
+        values["is_active"] = values["sync_status"] != SyncStatus.INACTIVE
     changed = []
     for column, value in values.items():
         if getattr(row, column) != value:

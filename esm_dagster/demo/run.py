@@ -181,6 +181,9 @@ def run_ui(port: int | None = None, ui_port: int = 3000) -> int:
     """Serve the emulator in this process and run `dagster dev` on the demo catalog."""
     prepare_environment()
     emulator = start_stripe_emulator(port)
+    # The demo mappings follow the emulator to whatever port it got this time (and exist even
+    # when `make demo` never ran); re-registering keeps a person's enable/disable decisions.
+    register_demo_catalog(database_url(), emulator.url)
     workspace = REPO_ROOT / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(ui_port)]
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "esm_dagster.definitions"]

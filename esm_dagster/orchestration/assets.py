@@ -15,7 +15,9 @@ from esm_dagster.catalog.mappings import MappingSpec
 from esm_dagster.orchestration.naming import tag_value
 from esm_dagster.orchestration.partitions import cadence_of, partitions_for, window_seconds
 from esm_dagster.orchestration.resources import CatalogResource, ProvidersResource, VaultResource
+from esm_dagster.security.redact import redact_text
 from esm_dagster.sync.engine import SyncFailed, SyncReport, run_mapping
+from esm_dagster.sync.since import parse_since
 
 # Failures worth a whole-step retry by Dagster. Provider calls are already retried by the
 # transport policy (retry_attempts, backoff, Retry-After); retrying the step as well would
@@ -103,18 +105,14 @@ def check_results(report: SyncReport, min_pass_rate: float | None) -> list[dg.As
     ]
 
 
-def _parse_since(value: str | None) -> dt.datetime | None:
+def _parse_since(value: str | None, timezone: str) -> dt.datetime | None:
     if not value:
         return None
     try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
+        return parse_since(value, timezone, name="run config `since`")
+    except ValueError as exc:
         # Bad run config is not worth a retry: fail at once, naming the field and the value.
-        raise dg.Failure(
-            description=f"run config `since`: {value!r} is not an ISO date or datetime (e.g. 2026-11-01)",
-            allow_retries=False,
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def freshness_policy(spec: MappingSpec) -> dg.FreshnessPolicy | None:
@@ -183,7 +181,7 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
                 spec.id,
                 vault=vault.vault(),
                 full_refresh=config.full_refresh,
-                since=_parse_since(config.since),
+                since=_parse_since(config.since, spec.timezone),
                 dagster_run_id=context.run.run_id,
                 logger=context.log,
                 provider_builder=providers.build,
@@ -196,9 +194,30 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
                 metadata=materialization_metadata(exc.report),
                 allow_retries=exc.report.error_class in STEP_RETRYABLE,
             ) from None
+        if report.recovered:
+            context.log.info(f"{spec.system_name!r} recovered: back to active")
+            try:
+                alert_recovered(catalog.database_url, spec, context.run.run_id)
+            except Exception as exc:  # a broken alerts file must not fail a sync that succeeded
+                context.log.warning(f"recovered alert not sent: {redact_text(str(exc))}")
         return dg.MaterializeResult(
             metadata=materialization_metadata(report),
             check_results=check_results(report, spec.min_pass_rate),
         )
 
     return _sync
+
+
+def alert_recovered(database_url: str, spec: MappingSpec, run_id: str) -> None:
+    """The end of an error episode reached by a sync (the probe job alerts its own recoveries)."""
+    from esm_dagster.alerts import Alert, AlertDispatcher, channels_from_env
+
+    alert = Alert.mapping_recovered(
+        mapping_id=spec.id,
+        episode=run_id,
+        message="A sync succeeded; the mapping is active again.",
+        mapping_name=spec.system_name,
+        asset_key="/".join(spec.asset_key_path),
+        run_id=run_id,
+    )
+    AlertDispatcher(database_url, channels_from_env()).send(alert)

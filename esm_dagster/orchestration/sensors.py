@@ -101,7 +101,7 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
                     # The engine never saw this failure (crash, timeout, resource error): count it.
                     record_failure(session, spec.id, message, threshold=spec.error_threshold)
                 row = session.get(ExternalSystemMapping, _uuid(spec.id))
-                state = f" The mapping is now in {row.sync_status}." if row is not None else ""
+                state = f" The mapping's status is now {row.sync_status}." if row is not None else ""
                 if row is not None and error_class in NEEDS_PERSON:
                     open_task(session, row, "credentials", message)
             alert = Alert.run_failure(

@@ -31,7 +31,8 @@ from esm_dagster.catalog.mappings import (
     get_mapping,
     mark_error,
     record_failure,
-    record_success,
+    record_recovery,
+    rules_problem,
     stream_of,
 )
 from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState
@@ -87,6 +88,7 @@ class SyncReport:
     latency_p95_ms: float | None = None
     cursor_high_water: int | None = None
     tables: dict[str, int] = field(default_factory=dict)
+    recovered: bool = False  # the mapping was in `error` and this sync brought it back
     error_class: str | None = None
     error: str | None = None
 
@@ -150,7 +152,7 @@ def run_mapping(
         try:
             rules = parse_rules(row.mapping_rules)
         except RulesError as exc:
-            invalid = f"mapping {name!r}: mapping_rules.{exc}"
+            invalid = rules_problem(name, exc)
     if invalid is not None:
         with Session.begin() as session:
             mark_error(session, mapping_id, invalid)
@@ -469,6 +471,6 @@ def _finish(
             run.latency_p50_ms = report.latency_p50_ms
             run.latency_p95_ms = report.latency_p95_ms
         if report.status == "success":
-            record_success(session, mapping_id)
+            report.recovered = record_recovery(session, mapping_id, "synced successfully")
         else:
             record_failure(session, mapping_id, report.error or "failed", threshold=error_threshold)

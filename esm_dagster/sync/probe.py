@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from esm_dagster.catalog.db import session_factory
-from esm_dagster.catalog.mappings import get_mapping, record_success
-from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun, SyncStatus
-from esm_dagster.catalog.tasks import close_tasks, open_task
+from esm_dagster.catalog.mappings import get_mapping, record_recovery
+from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun
+from esm_dagster.catalog.tasks import open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.redact import redact_text
@@ -97,12 +97,10 @@ def _record(url: str, row: ExternalSystemMapping, result: ProbeResult, dagster_r
         if current is None:
             return
         if result.ok:
-            was_error = current.sync_status == SyncStatus.ERROR
-            record_success(session, row.id)
+            result.recovered = record_recovery(
+                session, row.id, "health probe succeeded; mapping back to active"
+            )
             current.last_sync_at = row.last_sync_at  # a probe is not a sync
-            if was_error:
-                result.recovered = True
-                close_tasks(session, row.id, "health probe succeeded; mapping back to active")
             log.info(f"probe of {row.system_name!r} succeeded in {result.seconds}s")
         else:
             current.last_error_message = (result.error or "")[:4000]

@@ -154,6 +154,36 @@ def test_malformed_rules_mark_only_their_row_and_others_load(catalog: str) -> No
         assert session.get(ExternalSystemMapping, broken).error_count == 1
 
 
+def test_rules_that_are_not_json_mark_only_their_row_and_others_load(
+    catalog: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps JSON as text, so a hand edit can store a document that is not JSON at all."""
+    if not catalog.startswith("sqlite"):
+        with get_engine(catalog).begin() as conn, pytest.raises(sa.exc.DataError):
+            conn.execute(sa.text("update external_system_mapping set mapping_rules = '{not json'"))
+        return
+    with session_factory(catalog)() as session:
+        broken = get_mapping(session, "stripe/charges").id
+    with get_engine(catalog).begin() as conn:
+        conn.execute(
+            sa.text("update external_system_mapping set mapping_rules = '{not json' where id = :id"),
+            {"id": broken.hex},
+        )
+    defs = build_definitions(catalog)
+    assert asset_keys(defs) == {"esm/stripe/customers", "esm/integration_health"}
+    with session_factory(catalog)() as session:
+        row = session.get(ExternalSystemMapping, broken)
+        assert row.sync_status == SyncStatus.ERROR
+        assert row.last_error_message.startswith("mapping 'Stripe': mapping_rules: not valid JSON")
+    from esm_dagster.cli import main
+
+    capsys.readouterr()
+    monkeypatch.setenv("ESM_DATABASE_URL", catalog)
+    assert main(["mapping", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "customers" in out and "! Stripe: mapping 'Stripe': mapping_rules: not valid JSON" in out
+
+
 def test_failed_sync_fails_the_step_without_secrets(catalog: str, fernet_key: str) -> None:
     from esm_dagster.security.vault import Vault
 

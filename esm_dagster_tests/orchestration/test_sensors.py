@@ -155,6 +155,48 @@ def test_error_state_sensor_probes_and_the_probe_brings_the_mapping_back(
     assert not quiet.run_requests
 
 
+@pytest.mark.usefixtures("alerts_file")
+def test_a_successful_sync_ends_the_episode_like_a_probe(catalog: str, receiver: HttpReceiver) -> None:
+    """Revoked key -> failed run, row in error, credentials task; the key is fixed and a person
+    launches a sync (no probe): the task closes and one "recovered" alert goes out."""
+    set_key(catalog, "stripe/customers", BAD_KEY, retry_attempts=0)
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/customers")
+        rules = dict(row.mapping_rules)
+        rules["sync_config"] = {**rules.get("sync_config", {}), "error_threshold": 1}
+        row.mapping_rules = rules
+    defs = build_definitions(catalog)
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(HOURLY_JOB)
+    failed = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success
+    on_failure = sensor(defs, "esm_run_failure_sensor")
+    on_failure(failure_context(instance, failed, on_failure.name))
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "stripe/customers")
+        assert row.sync_status == SyncStatus.ERROR
+        tasks = session.scalars(sa.select(Task).where(Task.mapping_id == row.id)).all()
+        assert [(t.reason, t.status) for t in tasks] == [("credentials", TaskStatus.PENDING)]
+    assert len(receiver.received("/hook")) == 1  # the failure
+
+    set_key(catalog, "stripe/customers", DEMO_STRIPE_KEY)
+    ok = job.execute_in_process(instance=instance)
+    assert ok.success
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "stripe/customers")
+        assert row.sync_status == SyncStatus.ACTIVE and row.error_count == 0
+        (task,) = session.scalars(sa.select(Task).where(Task.mapping_id == row.id)).all()
+        assert task.status == TaskStatus.COMPLETED and task.resolution == "synced successfully"
+    posts = receiver.received("/hook")
+    assert len(posts) == 2
+    recovered = posts[1]["json"]
+    assert recovered["kind"] == "mapping_recovered" and recovered["run_id"] == ok.run_id, recovered
+    assert recovered["asset_key"] == "esm/stripe/customers"
+    # Another successful sync is no new episode: no second "recovered".
+    assert job.execute_in_process(instance=instance).success
+    assert len(receiver.received("/hook")) == 2
+
+
 def test_real_time_sensor_launches_once_per_new_event(db_url: str, fernet_key: str, emulator) -> None:
     demo_catalog(db_url, emulator)
     with session_factory(db_url).begin() as session:

@@ -51,7 +51,7 @@ def test_keys_from_env_list_and_file(tmp_path) -> None:
     key_file.write_text(f"{b}\n{a}\n")
     assert load_keys({"ESM_FERNET_KEYS_FILE": str(key_file)}) == [b, a]
     with pytest.raises(VaultError, match="esm keys generate"):
-        load_keys({})
+        load_keys({"ESM_HOME": str(tmp_path / "no_keys_here")})
 
 
 def test_invalid_key_is_named_by_position_not_value() -> None:
