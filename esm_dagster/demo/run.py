@@ -189,7 +189,9 @@ def run_ui(port: int | None = None, ui_port: int = 3000) -> int:
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "esm_dagster.definitions"]
     print(f"Stripe emulator on {emulator.url}; Dagster UI on http://127.0.0.1:{ui_port}")
     try:
-        return subprocess.call(command, cwd=REPO_ROOT if workspace.exists() else None)  # noqa: S603
+        # Not from the repository: Dagster warns about the dagster.yaml it finds in its working
+        # folder (that file is the template `prepare_environment` copies into DAGSTER_HOME).
+        return subprocess.call(command, cwd=esm_home())  # noqa: S603
     except KeyboardInterrupt:
         return 0
     finally:

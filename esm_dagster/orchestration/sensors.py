@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -42,6 +43,11 @@ STUCK_AFTER = dt.timedelta(days=1)
 NEEDS_PERSON = {"auth", "credential_error"}
 
 
+# "dagster._core.definitions.events.Failure: <our message>": the class path means nothing to the
+# person reading the alert or the mapping row.
+_DAGSTER_ERROR_PREFIX = re.compile(r"^dagster\._core\.[\w.]+: ")
+
+
 def _dispatcher(database_url: str) -> AlertDispatcher:
     return AlertDispatcher(database_url, channels_from_env())
 
@@ -62,7 +68,7 @@ def failed_mappings(
             continue
         data = event.step_failure_data
         text = data.error.message if data is not None and data.error is not None else entry.message
-        messages[by_step[event.step_key].id] = text.strip()
+        messages[by_step[event.step_key].id] = _DAGSTER_ERROR_PREFIX.sub("", text.strip())
     failed = [s for s in specs if s.id in messages]
     if not failed and not records:
         selected = run.asset_selection or set()
@@ -115,7 +121,13 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
             )
             alert = dataclasses.replace(alert, dedup_key=f"run_failure:{run.run_id}:{spec.id}")
             results = dispatcher.send(alert)
-            context.log.info(f"alerted {spec.system_name!r} failure of run {run.run_id}: {results}")
+            if results:
+                context.log.info(f"alerted {spec.system_name!r} failure of run {run.run_id}: {results}")
+            else:
+                context.log.info(
+                    f"failure of {spec.system_name!r} in run {run.run_id} recorded; no alert channel "
+                    "is configured (ESM_ALERTS_FILE)"
+                )
 
     return _on_failure
 
