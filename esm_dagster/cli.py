@@ -142,14 +142,18 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.circuit import circuit_of
     from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import age, load_specs, short_id
     from esm_dagster.catalog.models import ExternalSystemMapping
+    from esm_dagster.catalog.types import utcnow
 
     url = _catalog_url()
+    now = utcnow()
     with session_factory(url)() as session:
         specs = load_specs(session)
         rows = {str(r.id): r for r in session.query(ExternalSystemMapping)}
+        circuits = {i: circuit_of(session, r, now) for i, r in rows.items()}
     records = [
         {
             "system": s.system_name,
@@ -157,6 +161,8 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
             "provider": s.provider_name,
             "stream": s.stream,
             "status": s.sync_status,
+            "circuit": circuits[s.id].state,
+            "half_opens_at": _iso(circuits[s.id].half_opens_at),
             "active": s.is_active,
             "frequency": s.sync_frequency,
             "timezone": s.timezone,
@@ -169,14 +175,20 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    for record in records:  # enough of the id to tell rows apart; `esm sync` accepts it
-        record["id"] = short_id(str(record["id"]))
+    for spec, record in zip(specs, records, strict=True):
+        record["id"] = short_id(spec.id)  # enough of the id to tell rows apart; `esm sync` accepts it
+        if circuits[spec.id].state != "closed":
+            record["status"] = f"{record['status']} ({circuits[spec.id].describe()})"
     print(format_table(records, ["system", "type", "provider", "stream", "status", "active", "frequency",
                                  "timezone", "last_sync", "errors", "id"]))  # fmt: skip
     for s in specs:
         if s.error:
             print(f"! {s.system_name}: {s.error}")
     return 0
+
+
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _reload_ui(args: argparse.Namespace) -> None:
@@ -312,7 +324,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     report = run_mapping(
-        url, args.mapping, vault=vault, full_refresh=args.full_refresh, since=since, logger=quiet
+        url,
+        args.mapping,
+        vault=vault,
+        full_refresh=args.full_refresh,
+        since=since,
+        logger=quiet,
+        force=args.force,
     )
     print(json.dumps(report.as_dict(), indent=2, default=str))
     return 0
@@ -393,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("mapping", help="mapping id, system name or system/stream")
     sync.add_argument("--full-refresh", action="store_true")
     sync.add_argument("--since", help="ISO date/datetime: re-read records created since then")
+    sync.add_argument(
+        "--force", action="store_true", help="sync even while the mapping's circuit is open (after a fix)"
+    )
     sync.set_defaults(func=cmd_sync)
 
     demo = sub.add_parser("demo", help="sync the demo catalog against the local emulators through Dagster")

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, stamp, trial_in_progress
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import (
     DEFAULT_ERROR_THRESHOLD,
@@ -89,6 +91,9 @@ class SyncReport:
     tables: dict[str, int] = field(default_factory=dict)
     error_class: str | None = None
     error: str | None = None
+    # The mapping's circuit when the run began: closed, open, half_open (this run is the trial),
+    # or "... (forced)" when `force` ran it past an open circuit.
+    circuit: str = "closed"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,12 +134,19 @@ def run_mapping(
     provider_builder: ProviderBuilder | None = None,
     window: tuple[int, int] | None = None,
     partition_key: str | None = None,
+    force: bool = False,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> SyncReport:
     """Sync one mapping now; raises `SyncFailed` (with the partial report) on failure.
 
     Without `window` the run is incremental from the stored cursor (or everything with
     `full_refresh`, or from `since`); with `window` (unix seconds [start, end), a partition) it
     reads exactly that window and leaves the incremental cursor alone.
+
+    While the mapping's circuit is open (`catalog.circuit`) the run is refused at once with error
+    class `circuit_open`, before any provider request, and the row's error count is left alone;
+    after the cool-down one half-open trial runs. `force` (a person's `esm sync --force`) runs
+    whatever the circuit says. `clock` tells the circuit the time (tests move it forward).
     """
     logger = logger or log
     started = time.perf_counter()
@@ -158,8 +170,14 @@ def run_mapping(
             str(mapping_id), name, "unknown", status="failed", error_class="validation", error=invalid
         )
         raise SyncFailed(invalid, failed)
+    refusal: str | None = None
     with Session.begin() as session:
-        row = get_mapping(session, str(mapping_id))
+        # Locked (PostgreSQL; on SQLite the run's insert takes the write lock) so that two runs
+        # arriving together cannot both become the one half-open trial.
+        locked = session.get(ExternalSystemMapping, mapping_id, with_for_update=True)
+        if locked is None:
+            raise MappingError(f"mapping {name!r} ({mapping_id}) was deleted before its sync started")
+        row = locked
         stream = stream_of(row.provider_name, rules)
         report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh, partition_key=partition_key)
         report.asset_key = "esm/" + _source_name(row, stream)
@@ -174,7 +192,16 @@ def run_mapping(
         session.add(run)
         session.flush()
         run_id = run.id
+        refusal = _check_circuit(session, row, run, rules, report, force=force, now=(clock or utcnow)())
+        session.flush()  # the circuit's note on the row, before the row leaves the session
         session.expunge(row)
+    if refusal is not None:
+        report.status = "failed"
+        report.error_class = CIRCUIT_OPEN
+        report.error = refusal
+        report.duration_seconds = round(time.perf_counter() - started, 3)
+        logger.warning(f"sync of {name!r}/{stream} refused: {refusal}")
+        raise SyncFailed(f"sync of {name!r}/{stream} refused: {refusal}", report)
 
     provider: Provider | None = None
     try:
@@ -209,6 +236,59 @@ def run_mapping(
         f"rejected {report.records_rejected}, pages {report.pages} in {report.duration_seconds}s"
     )
     return report
+
+
+def _check_circuit(
+    session: Session,
+    row: ExternalSystemMapping,
+    run: SyncRun,
+    rules: MappingRules,
+    report: SyncReport,
+    *,
+    force: bool,
+    now: dt.datetime,
+) -> str | None:
+    """Why this run may not call the provider (its run row then records the refusal), or None.
+
+    A refusal is written to the row's `last_error_message` without touching `error_count`, and a
+    half-open trial says so there too: each step of the breaker shows on the row.
+    """
+    circuit = circuit_of(session, row, now, rules.sync)
+    report.circuit = circuit.state
+    if circuit.state == "closed":
+        return None
+    if force:
+        report.circuit = f"{circuit.state} (forced)"
+        return None
+    assert circuit.opened_at is not None and circuit.half_opens_at is not None
+    last = f" Last failure: {circuit.last_failure}" if circuit.last_failure else ""
+    refusal: str | None = None
+    if circuit.is_open:
+        refusal = (
+            f"mapping {row.system_name!r}: circuit open since {stamp(circuit.opened_at)} after "
+            f"{row.error_count} consecutive failed syncs; no request sent to the provider. It half-opens "
+            f"at {stamp(circuit.half_opens_at)} (sync_config.circuit_cooldown_seconds="
+            f"{circuit.cooldown_seconds}); `esm sync --force` syncs now anyway.{last}"
+        )
+    else:
+        trial = trial_in_progress(session, row, circuit, now, rules.sync.max_run_seconds, exclude=run.id)
+        if trial is not None:
+            refusal = (
+                f"mapping {row.system_name!r}: circuit half-open since {stamp(circuit.half_opens_at)} and "
+                f"its one trial sync (started {stamp(trial)}) is still running; no request sent to "
+                f"the provider.{last}"
+            )
+    if refusal is None:
+        row.last_error_message = (
+            f"circuit half-open since {stamp(circuit.half_opens_at)}: trial sync started {stamp(now)}.{last}"
+        )[:4000]
+        return None
+    run.status = "failed"
+    run.finished_at = utcnow()
+    run.error_class = CIRCUIT_OPEN
+    run.error_message = refusal
+    row.last_error_message = refusal[:4000]
+    return refusal
 
 
 def _take_metrics(report: SyncReport, provider: Provider) -> None:
