@@ -76,7 +76,10 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
         name="esm_run_failure_sensor",
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description="Records a failed sync on its mapping row and alerts once per failure.",
+        description=(
+            "Records a failed sync on its mapping row and alerts once per failure; a sync refused by "
+            "an open circuit (error class circuit_open) is neither counted nor alerted."
+        ),
     )
     def _on_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
@@ -139,8 +142,9 @@ def build_error_state_sensor(database_url: str) -> dg.SensorDefinition:
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Mappings in `error` get a health probe every few minutes (success returns them to "
-            "`active`); those needing a person get a task. Schedules skip mappings not active."
+            "Mappings in `error` get a health probe every few minutes once their circuit's cool-down "
+            "is over (success returns them to `active`); those needing a person get a task. "
+            "Schedules skip mappings not active."
         ),
     )
     def _error_state(context: dg.SensorEvaluationContext) -> dg.SensorResult:
