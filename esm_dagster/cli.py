@@ -138,14 +138,18 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.circuit import circuit_of
     from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import age, load_specs, short_id
     from esm_dagster.catalog.models import ExternalSystemMapping
+    from esm_dagster.catalog.types import utcnow
 
     url = _catalog_url()
+    now = utcnow()
     with session_factory(url)() as session:
         specs = load_specs(session)
         rows = {str(r.id): r for r in session.query(ExternalSystemMapping)}
+        circuits = {i: circuit_of(session, r, now) for i, r in rows.items()}
     records = [
         {
             "system": s.system_name,
@@ -153,6 +157,8 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
             "provider": s.provider_name,
             "stream": s.stream,
             "status": s.sync_status,
+            "circuit": circuits[s.id].state,
+            "half_opens_at": _iso(circuits[s.id].half_opens_at),
             "active": s.is_active,
             "frequency": s.sync_frequency,
             "timezone": s.timezone,
@@ -165,14 +171,20 @@ def cmd_mapping_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    for record in records:  # enough of the id to tell rows apart; `esm sync` accepts it
-        record["id"] = short_id(str(record["id"]))
+    for spec, record in zip(specs, records, strict=True):
+        record["id"] = short_id(spec.id)  # enough of the id to tell rows apart; `esm sync` accepts it
+        if circuits[spec.id].state != "closed":
+            record["status"] = f"{record['status']} ({circuits[spec.id].describe()})"
     print(format_table(records, ["system", "type", "provider", "stream", "status", "active", "frequency",
                                  "timezone", "last_sync", "errors", "id"]))  # fmt: skip
     for s in specs:
         if s.error:
             print(f"! {s.system_name}: {s.error}")
     return 0
+
+
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _reload_ui(args: argparse.Namespace) -> None:
@@ -275,6 +287,70 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import age, get_mapping, short_id, slugify
+    from esm_dagster.catalog.quarantine import failed_rules, list_quarantine
+
+    url = _catalog_url()
+    with session_factory(url)() as session:
+        mapping_id = get_mapping(session, args.mapping).id if args.mapping else None
+        records = [
+            {
+                "mapping": f"{slugify(mapping.system_name)}/{item.stream}",
+                "mapping_id": str(mapping.id),
+                "external_id": item.external_id or "",
+                "failed": failed_rules(item),
+                "errors": item.errors,
+                "first_seen": age(item.first_seen_at),
+                "last_seen": age(item.last_seen_at),
+                "seen": item.seen_count,
+                "resolved": age(item.resolved_at) if item.resolved_at else "",
+                "id": str(item.id),
+            }
+            for item, mapping in list_quarantine(session, mapping_id, include_resolved=args.all)
+        ]
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    if not records:
+        print("no quarantined records" if args.all else "no open quarantined records")
+        return 0
+    for record in records:
+        record["id"] = short_id(str(record["id"]))
+    columns = ["mapping", "external_id", "failed", "first_seen", "last_seen", "seen", "id"]
+    print(format_table(records, columns + (["resolved"] if args.all else [])))
+    return 0
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    from esm_dagster.sync.replay import replay_quarantine
+
+    report = replay_quarantine(_catalog_url(), args.mapping)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        return 0
+    where = f"{report.system_name!r}/{report.stream}"
+    if report.replayed + report.not_replayable == 0:
+        print(f"no open quarantined records for {where}")
+        return 0
+    tables = ", ".join(f"{t}: {n}" for t, n in report.tables.items())
+    print(
+        f"replayed {report.replayed} quarantined records of {where} through the current rules: "
+        f"{report.accepted} accepted{f' ({tables})' if tables else ''}, {report.still_rejected} still "
+        "rejected (errors updated; `esm quarantine list` shows them)"
+    )
+    if report.masked:
+        print(
+            f"{report.not_replayable} not replayable as stored: the quarantined payload is redacted and "
+            "the rules read a masked (secret-looking) field; `esm sync MAPPING --full-refresh` "
+            "re-reads them from the provider:"
+        )
+        for item in report.masked:
+            print(f"  {item['external_id'] or '(no external id)'}: {', '.join(item['fields'])}")
+    return 0
+
+
 def cmd_mapping_preview(args: argparse.Namespace) -> int:
     from esm_dagster.rules.preview import preview
 
@@ -325,7 +401,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     report = run_mapping(
-        url, args.mapping, vault=vault, full_refresh=args.full_refresh, since=since, logger=quiet
+        url,
+        args.mapping,
+        vault=vault,
+        full_refresh=args.full_refresh,
+        since=since,
+        logger=quiet,
+        force=args.force,
     )
     print(json.dumps(report.as_dict(), indent=2, default=str))
     return 0
@@ -402,6 +484,25 @@ def build_parser() -> argparse.ArgumentParser:
     task_list.add_argument("--json", action="store_true")
     task_list.set_defaults(func=cmd_tasks_list)
 
+    quarantine = sub.add_parser("quarantine", help="records the rules rejected").add_subparsers(
+        dest="quarantine_command", required=True
+    )
+    q_list = quarantine.add_parser(
+        "list", help="open quarantined records: mapping, external id, failed field:rule, first/last seen"
+    )
+    q_list.add_argument("mapping", nargs="?", help="only this mapping (id, system name or system/stream)")
+    q_list.add_argument("--all", action="store_true", help="include resolved records")
+    q_list.add_argument("--json", action="store_true")
+    q_list.set_defaults(func=cmd_quarantine_list)
+    replay = quarantine.add_parser(
+        "replay", help="run a mapping's open quarantined records through its current rules"
+    )
+    replay.add_argument(
+        "mapping", help="mapping id (or its first 8 characters), system name or system/stream"
+    )
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_quarantine_replay)
+
     sync = sub.add_parser("sync", help="sync one mapping now, without Dagster")
     sync.add_argument("mapping", help="mapping id, system name or system/stream")
     sync.add_argument("--full-refresh", action="store_true")
@@ -409,7 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--since",
         help="ISO date/datetime: re-read records created since then (no offset: the mapping's timezone)",
     )
-    sync.add_argument("--force", action="store_true", help="sync even if the mapping is disabled")
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="sync even if the mapping is disabled or its circuit is open (after a fix)",
+    )
     sync.set_defaults(func=cmd_sync)
 
     demo = sub.add_parser("demo", help="sync the demo catalog against the local emulators through Dagster")

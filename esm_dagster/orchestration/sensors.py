@@ -21,6 +21,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from esm_dagster.alerts import Alert, AlertDispatcher, channels_from_env
+from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import MappingSpec, record_failure
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun, SyncStatus
@@ -81,7 +82,10 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
         name="esm_run_failure_sensor",
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description="Records a failed sync on its mapping row and alerts once per failure.",
+        description=(
+            "Records a failed sync on its mapping row and alerts once per failure; a sync refused by "
+            "an open circuit (error class circuit_open) is neither counted nor alerted."
+        ),
     )
     def _on_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
@@ -103,11 +107,21 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
                     )
                 ).first()
                 error_class = recorded.error_class if recorded else "orchestration"
+                if error_class == CIRCUIT_OPEN:
+                    # Refused by the open circuit without a provider call: not a new failure. The
+                    # run that opened the circuit alerted already; one alert per refusal would be
+                    # the storm the breaker exists to prevent.
+                    context.log.info(f"{spec.system_name!r}: run {run.run_id} refused by its open circuit")
+                    continue
                 if recorded is None:
                     # The engine never saw this failure (crash, timeout, resource error): count it.
                     record_failure(session, spec.id, message, threshold=spec.error_threshold)
                 row = session.get(ExternalSystemMapping, _uuid(spec.id))
-                state = f" The mapping's status is now {row.sync_status}." if row is not None else ""
+                state = ""
+                if row is not None:
+                    circuit = circuit_of(session, row, utcnow())
+                    opened = f" ({circuit.describe()})" if circuit.is_open else ""
+                    state = f" The mapping's status is now {row.sync_status}{opened}."
                 if row is not None and error_class in NEEDS_PERSON:
                     open_task(session, row, "credentials", message)
             alert = Alert.run_failure(
@@ -140,8 +154,9 @@ def build_error_state_sensor(database_url: str) -> dg.SensorDefinition:
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Mappings in `error` get a health probe every few minutes (success returns them to "
-            "`active`); those needing a person get a task. Schedules skip mappings not active."
+            "Mappings in `error` get a health probe every few minutes once their circuit's cool-down "
+            "is over (success returns them to `active`); those needing a person get a task. "
+            "Schedules skip mappings not active."
         ),
     )
     def _error_state(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -181,6 +196,10 @@ def build_error_state_sensor(database_url: str) -> dg.SensorDefinition:
                 since_success = last_success.get(row.id) or row.created_at
                 if now - since_success > STUCK_AFTER:
                     open_task(session, row, "stuck_in_error", row.last_error_message or "")
+                circuit = circuit_of(session, row, now)
+                if circuit.is_open:  # the cool-down holds for probes too
+                    notes.append(f"{row.system_name}: in error, {circuit.describe()}")
+                    continue
                 probed = last_probe.get(row.id)
                 if probed is not None and (now - probed).total_seconds() < PROBE_INTERVAL:
                     notes.append(

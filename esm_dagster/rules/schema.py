@@ -284,6 +284,9 @@ class SyncConfig(BaseModel):
     start_date: date | None = None
     error_threshold: int = Field(default=3, ge=1, le=1000)
     max_run_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
+    # How long an open circuit (the mapping in `error` after `error_threshold` consecutive failed
+    # syncs) refuses syncs without calling the provider, before one half-open trial is let through.
+    circuit_cooldown_seconds: int = Field(default=300, ge=1, le=7 * 86400)
 
     @field_validator("key")
     @classmethod

@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, stamp, trial_in_progress
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import (
     DEFAULT_ERROR_THRESHOLD,
@@ -39,7 +41,8 @@ from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, 
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.base import Page, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
-from esm_dagster.rules.plan import RulesPlan, compile_rules
+from esm_dagster.rules.errors import Rejection
+from esm_dagster.rules.plan import RulesPlan, RulesResult, compile_rules
 from esm_dagster.rules.redaction import redact_record
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
 from esm_dagster.security.redact import redact_text
@@ -91,6 +94,9 @@ class SyncReport:
     recovered: bool = False  # the mapping was in `error` and this sync brought it back
     error_class: str | None = None
     error: str | None = None
+    # The mapping's circuit when the run began: closed, open, half_open (this run is the trial),
+    # or "... (forced)" when `force` ran it past an open circuit.
+    circuit: str = "closed"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +106,9 @@ ProviderBuilder = Callable[[ExternalSystemMapping, dict[str, Any]], Provider]
 
 
 @dataclass
-class _Context:
+class LoadContext:
+    """What loading a batch of one mapping's stream needs (the sync and the quarantine replay)."""
+
     url: str
     mapping_id: uuid.UUID
     source: str
@@ -113,10 +121,16 @@ class _Context:
     track_cursor: bool = True  # False for a partition run: its window is not the incremental cursor
 
 
-def _source_name(row: ExternalSystemMapping, stream: str) -> str:
+def source_name(row: ExternalSystemMapping, stream: str) -> str:
     from esm_dagster.catalog.mappings import slugify
 
     return f"{slugify(row.system_name)}/{stream}"
+
+
+def target_tables(url: str, plan: RulesPlan) -> dict[str, sa.Table]:
+    """The plan's target tables, created or widened to its columns."""
+    engine = get_engine(url)
+    return {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
 
 
 def run_mapping(
@@ -131,12 +145,19 @@ def run_mapping(
     provider_builder: ProviderBuilder | None = None,
     window: tuple[int, int] | None = None,
     partition_key: str | None = None,
+    force: bool = False,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> SyncReport:
     """Sync one mapping now; raises `SyncFailed` (with the partial report) on failure.
 
     Without `window` the run is incremental from the stored cursor (or everything with
     `full_refresh`, or from `since`); with `window` (unix seconds [start, end), a partition) it
     reads exactly that window and leaves the incremental cursor alone.
+
+    While the mapping's circuit is open (`catalog.circuit`) the run is refused at once with error
+    class `circuit_open`, before any provider request, and the row's error count is left alone;
+    after the cool-down one half-open trial runs. `force` (a person's `esm sync --force`) runs
+    whatever the circuit says. `clock` tells the circuit the time (tests move it forward).
     """
     logger = logger or log
     started = time.perf_counter()
@@ -160,12 +181,18 @@ def run_mapping(
             str(mapping_id), name, "unknown", status="failed", error_class="validation", error=invalid
         )
         raise SyncFailed(invalid, failed)
+    refusal: str | None = None
     with Session.begin() as session:
-        row = get_mapping(session, str(mapping_id))
+        # Locked (PostgreSQL; on SQLite the run's insert takes the write lock) so that two runs
+        # arriving together cannot both become the one half-open trial.
+        locked = session.get(ExternalSystemMapping, mapping_id, with_for_update=True)
+        if locked is None:
+            raise MappingError(f"mapping {name!r} ({mapping_id}) was deleted before its sync started")
+        row = locked
         stream = stream_of(row.provider_name, rules)
         report = SyncReport(str(row.id), name, stream, full_refresh=full_refresh, partition_key=partition_key)
-        report.asset_key = "esm/" + _source_name(row, stream)
-        source = _source_name(row, stream)
+        report.asset_key = "esm/" + source_name(row, stream)
+        source = source_name(row, stream)
         run = SyncRun(
             mapping_id=row.id,
             stream=stream,
@@ -176,16 +203,24 @@ def run_mapping(
         session.add(run)
         session.flush()
         run_id = run.id
+        refusal = _check_circuit(session, row, run, rules, report, force=force, now=(clock or utcnow)())
+        session.flush()  # the circuit's note on the row, before the row leaves the session
         session.expunge(row)
+    if refusal is not None:
+        report.status = "failed"
+        report.error_class = CIRCUIT_OPEN
+        report.error = refusal
+        report.duration_seconds = round(time.perf_counter() - started, 3)
+        logger.warning(f"sync of {name!r}/{stream} refused: {refusal}")
+        raise SyncFailed(f"sync of {name!r}/{stream} refused: {refusal}", report)
 
     provider: Provider | None = None
     try:
         credentials = vault.decrypt(row.credentials, mapping=repr(name))
         provider = (provider_builder or build_provider)(row, credentials)
         plan = compile_rules(rules)
-        engine = get_engine(url)
-        tables = {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
-        ctx = _Context(url, mapping_id, source, stream, rules, plan, tables, report, logger)
+        tables = target_tables(url, plan)
+        ctx = LoadContext(url, mapping_id, source, stream, rules, plan, tables, report, logger)
         ctx.track_cursor = window is None
         _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since, window=window)
     except Exception as exc:
@@ -211,6 +246,59 @@ def run_mapping(
         f"rejected {report.records_rejected}, pages {report.pages} in {report.duration_seconds}s"
     )
     return report
+
+
+def _check_circuit(
+    session: Session,
+    row: ExternalSystemMapping,
+    run: SyncRun,
+    rules: MappingRules,
+    report: SyncReport,
+    *,
+    force: bool,
+    now: dt.datetime,
+) -> str | None:
+    """Why this run may not call the provider (its run row then records the refusal), or None.
+
+    A refusal is written to the row's `last_error_message` without touching `error_count`, and a
+    half-open trial says so there too: each step of the breaker shows on the row.
+    """
+    circuit = circuit_of(session, row, now, rules.sync)
+    report.circuit = circuit.state
+    if circuit.state == "closed":
+        return None
+    if force:
+        report.circuit = f"{circuit.state} (forced)"
+        return None
+    assert circuit.opened_at is not None and circuit.half_opens_at is not None
+    last = f" Last failure: {circuit.last_failure}" if circuit.last_failure else ""
+    refusal: str | None = None
+    if circuit.is_open:
+        refusal = (
+            f"mapping {row.system_name!r}: circuit open since {stamp(circuit.opened_at)} after "
+            f"{row.error_count} consecutive failed syncs; no request sent to the provider. It half-opens "
+            f"at {stamp(circuit.half_opens_at)} (sync_config.circuit_cooldown_seconds="
+            f"{circuit.cooldown_seconds}); `esm sync --force` syncs now anyway.{last}"
+        )
+    else:
+        trial = trial_in_progress(session, row, circuit, now, rules.sync.max_run_seconds, exclude=run.id)
+        if trial is not None:
+            refusal = (
+                f"mapping {row.system_name!r}: circuit half-open since {stamp(circuit.half_opens_at)} and "
+                f"its one trial sync (started {stamp(trial)}) is still running; no request sent to "
+                f"the provider.{last}"
+            )
+    if refusal is None:
+        row.last_error_message = (
+            f"circuit half-open since {stamp(circuit.half_opens_at)}: trial sync started {stamp(now)}.{last}"
+        )[:4000]
+        return None
+    run.status = "failed"
+    run.finished_at = utcnow()
+    run.error_class = CIRCUIT_OPEN
+    run.error_message = refusal
+    row.last_error_message = refusal[:4000]
+    return refusal
 
 
 def _take_metrics(report: SyncReport, provider: Provider) -> None:
@@ -274,7 +362,7 @@ def _plan_window(
 
 
 def _extract_and_load(
-    ctx: _Context,
+    ctx: LoadContext,
     provider: Provider,
     *,
     full_refresh: bool,
@@ -311,7 +399,7 @@ def _extract_and_load(
 
 
 def _load_batch(
-    ctx: _Context,
+    ctx: LoadContext,
     records: list[dict[str, Any]],
     cursor: dict[str, Any],
     *,
@@ -331,32 +419,9 @@ def _load_batch(
         new_cursor["high_water"] = done_end
         new_cursor["pending"] = None
     with engine.begin() as conn:
-        written_ids: set[int] = set()
-        for table_name, frame in result.tables.items():
-            if frame.empty:
-                continue
-            rows = frame_to_rows(frame)
-            by_identity: dict[str, dict[str, Any]] = {}
-            for index, values in zip(frame.index, rows, strict=True):
-                external_id = str(values.pop("_external_id"))
-                values.update(
-                    id=row_id(ctx.source, external_id),
-                    esm_source=ctx.source,
-                    esm_external_id=external_id,
-                    esm_synced_at=now,
-                )
-                by_identity[external_id] = values  # page-boundary duplicates: the last copy wins
-                written_ids.add(int(index))
-            table = ctx.tables[table_name]
-            update_columns = [
-                c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")
-            ]
-            stmt = upsert_statement(
-                engine.dialect.name, table, ["esm_source", "esm_external_id"], update_columns
-            )
-            conn.execute(stmt, list(by_identity.values()))
-            report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
-        report.records_written += len(written_ids)
+        written = upsert_accepted(conn, ctx, result, now)
+        if written:
+            resolve_quarantined(conn, ctx, [f"id:{e}" for e in written.values()], now)
         if result.rejected:
             _quarantine(conn, engine.dialect.name, ctx, result.rejected, now)
             report.records_rejected += len(result.rejected)
@@ -368,8 +433,45 @@ def _load_batch(
         report.cursor_high_water = new_cursor.get("high_water")
 
 
+def upsert_accepted(
+    conn: sa.Connection, ctx: LoadContext, result: RulesResult, now: dt.datetime
+) -> dict[int, str]:
+    """Upsert the accepted rows of `result` into their target tables; record index -> external id
+    of every record written.
+
+    Rows are keyed by (`esm_source`, `esm_external_id`), so writing a record again (a re-run, a
+    full refresh, a quarantine replay) updates its row and never adds a second one.
+    """
+    report = ctx.report
+    written_ids: dict[int, str] = {}
+    for table_name, frame in result.tables.items():
+        if frame.empty:
+            continue
+        rows = frame_to_rows(frame)
+        by_identity: dict[str, dict[str, Any]] = {}
+        for index, values in zip(frame.index, rows, strict=True):
+            external_id = str(values.pop("_external_id"))
+            values.update(
+                id=row_id(ctx.source, external_id),
+                esm_source=ctx.source,
+                esm_external_id=external_id,
+                esm_synced_at=now,
+            )
+            by_identity[external_id] = values  # page-boundary duplicates: the last copy wins
+            written_ids[int(index)] = external_id
+        table = ctx.tables[table_name]
+        update_columns = [
+            c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")
+        ]
+        stmt = upsert_statement(conn.dialect.name, table, ["esm_source", "esm_external_id"], update_columns)
+        conn.execute(stmt, list(by_identity.values()))
+        report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
+    report.records_written += len(written_ids)
+    return written_ids
+
+
 def _quarantine(
-    conn: sa.Connection, dialect: str, ctx: _Context, rejected: list[Any], now: dt.datetime
+    conn: sa.Connection, dialect: str, ctx: LoadContext, rejected: list[Any], now: dt.datetime
 ) -> None:
     table = QuarantineRecord.__table__
     key_path = ctx.rules.sync.key
@@ -389,7 +491,7 @@ def _quarantine(
             "stream": ctx.stream,
             "fingerprint": fingerprint,
             "external_id": None if external_id is None else str(external_id)[:200],
-            "errors": [{"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors],
+            "errors": quarantine_errors(rejection),
             "payload": json.loads(json.dumps(payload, default=str)),
             "first_seen_at": now,
             "last_seen_at": now,
@@ -399,6 +501,36 @@ def _quarantine(
     # On a re-run the same bad record refreshes its row instead of adding one.
     stmt = _quarantine_upsert(dialect, table)
     conn.execute(stmt, list(rows.values()))
+
+
+def resolve_quarantined(
+    conn: sa.Connection, ctx: LoadContext, fingerprints: list[str], now: dt.datetime
+) -> int:
+    """Mark open quarantine rows of records that have now loaded as resolved; how many were.
+
+    A record rejected once and accepted later (rules fixed, then a full refresh or a replay) must
+    not stay listed as an open problem.
+    """
+    q = QuarantineRecord
+    resolved = 0
+    for start in range(0, len(fingerprints), 500):  # bounded IN lists
+        chunk = fingerprints[start : start + 500]
+        resolved += conn.execute(
+            sa.update(q)
+            .where(
+                q.mapping_id == ctx.mapping_id,
+                q.stream == ctx.stream,
+                q.resolved_at.is_(None),
+                q.fingerprint.in_(chunk),
+            )
+            .values(resolved_at=now)
+        ).rowcount
+    return resolved
+
+
+def quarantine_errors(rejection: Rejection) -> list[dict[str, Any]]:
+    """A rejection's errors as stored in `esm_quarantine.errors` (values already masked)."""
+    return [{"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors]
 
 
 def _quarantine_upsert(dialect: str, table: Any) -> Any:
@@ -430,7 +562,7 @@ def _lookup(record: dict[str, Any], path: str) -> Any:
 
 
 def _save_cursor(
-    conn: sa.Connection, dialect: str, ctx: _Context, cursor: dict[str, Any], now: dt.datetime
+    conn: sa.Connection, dialect: str, ctx: LoadContext, cursor: dict[str, Any], now: dt.datetime
 ) -> None:
     table = cast(sa.Table, SyncState.__table__)
     stmt = upsert_statement(dialect, table, ["mapping_id", "stream"], ["cursor", "updated_at"])

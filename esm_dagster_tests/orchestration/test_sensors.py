@@ -5,6 +5,8 @@ the provider has a new event; the integration-health asset writes its rows."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+import json
 from collections.abc import Iterator
 
 import dagster as dg
@@ -163,7 +165,11 @@ def test_a_successful_sync_ends_the_episode_like_a_probe(catalog: str, receiver:
     with session_factory(catalog).begin() as session:
         row = get_mapping(session, "stripe/customers")
         rules = dict(row.mapping_rules)
-        rules["sync_config"] = {**rules.get("sync_config", {}), "error_threshold": 1}
+        rules["sync_config"] = {
+            **rules.get("sync_config", {}),
+            "error_threshold": 1,
+            "circuit_cooldown_seconds": 1,  # the first run after it is the half-open trial
+        }
         row.mapping_rules = rules
     defs = build_definitions(catalog)
     instance = dg.DagsterInstance.ephemeral()
@@ -180,6 +186,7 @@ def test_a_successful_sync_ends_the_episode_like_a_probe(catalog: str, receiver:
     assert len(receiver.received("/hook")) == 1  # the failure
 
     set_key(catalog, "stripe/customers", DEMO_STRIPE_KEY)
+    time.sleep(1.1)  # the circuit's cool-down
     ok = job.execute_in_process(instance=instance)
     assert ok.success
     with session_factory(catalog)() as session:
@@ -261,3 +268,42 @@ def test_sla_clock() -> None:
     assert sla_met(
         day - dt.timedelta(hours=3), [day + dt.timedelta(hours=20)], day, end, dt.timedelta(days=1)
     )
+
+
+@pytest.mark.usefixtures("alerts_file")
+def test_runs_refused_by_an_open_circuit_alert_once_and_probes_wait_for_the_cool_down(
+    catalog: str, receiver: HttpReceiver, emulator
+) -> None:
+    with session_factory(catalog).begin() as session:
+        row = get_mapping(session, "stripe/customers")
+        row.retry_attempts = 0
+        rules = json.loads(json.dumps(row.mapping_rules))
+        rules["sync_config"]["error_threshold"] = 1
+        row.mapping_rules = rules
+    defs = build_definitions(catalog)
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def(HOURLY_JOB)
+    on_failure = sensor(defs, "esm_run_failure_sensor")
+
+    emulator.faults.fail_next(1, status=500)
+    opening = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not opening.success
+    on_failure(failure_context(instance, opening, on_failure.name))
+    (alert,) = receiver.received("/hook")
+    assert "circuit open until" in str(alert["json"])  # the one alert: the failure that opened it
+
+    before = emulator.request_count
+    for _ in range(3):
+        refused = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not refused.success
+        on_failure(failure_context(instance, refused, on_failure.name))
+    assert emulator.request_count == before
+    assert len(receiver.received("/hook")) == 1, "a refused run is not a new failure to alert on"
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "stripe/customers")
+        assert (row.sync_status, row.error_count) == (SyncStatus.ERROR, 1)
+        assert (row.last_error_message or "").startswith("mapping 'Stripe': circuit open since")
+
+    error_state = sensor(defs, "esm_error_state_sensor")
+    tick = error_state.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert not tick.run_requests and "circuit open until" in (tick.skip_message or "")

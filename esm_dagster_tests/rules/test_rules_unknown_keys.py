@@ -141,3 +141,19 @@ def test_demo_catalog_and_examples_still_validate() -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
     parse_rules(json.loads((examples / "seed_mapping_rules.json").read_text()))
     parse_rules(yaml.safe_load((examples / "stripe_mapping.yaml").read_text())["mapping_rules"])
+
+
+def test_circuit_cooldown_is_a_validated_sync_key() -> None:
+    assert parse_rules(seed()).sync.circuit_cooldown_seconds == 300
+    doc = seed()
+    doc["sync_config"]["circuit_cooldown_seconds"] = 60
+    assert parse_rules(doc).sync.circuit_cooldown_seconds == 60
+    top = seed()
+    top.update(top.pop("sync_config"), circuit_cooldown_seconds=900)
+    assert parse_rules(top).sync.circuit_cooldown_seconds == 900
+    doc["sync_config"]["circuit_cooldown_seconds"] = 0
+    (problem,) = _problems(doc)
+    assert problem.startswith("sync_config.circuit_cooldown_seconds:") and "(got 0)" in problem
+    doc["sync_config"].pop("circuit_cooldown_seconds")
+    doc["sync_config"]["circuit_cooldown"] = 60
+    assert "did you mean 'circuit_cooldown_seconds'" in _problems(doc)[0]
