@@ -18,9 +18,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 
@@ -94,7 +94,12 @@ class SyncReport:
         return asdict(self)
 
 
-ProviderBuilder = Callable[[ExternalSystemMapping, dict[str, Any]], Provider]
+class ProviderBuilder(Protocol):
+    """Builds a mapping's client; `catalog_url` is where its rate-limit bucket lives."""
+
+    def __call__(
+        self, row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
+    ) -> Provider: ...
 
 
 @dataclass
@@ -179,7 +184,7 @@ def run_mapping(
     provider: Provider | None = None
     try:
         credentials = vault.decrypt(row.credentials, mapping=repr(name))
-        provider = (provider_builder or build_provider)(row, credentials)
+        provider = (provider_builder or build_provider)(row, credentials, catalog_url=url)
         plan = compile_rules(rules)
         engine = get_engine(url)
         tables = {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
