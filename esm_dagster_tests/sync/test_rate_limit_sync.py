@@ -209,3 +209,26 @@ def test_the_factory_gives_a_limiter_only_with_rules_and_a_catalog(
         assert limiter.try_acquire() == 0.0
         assert limiter.try_acquire() > 30  # the next token is about a minute away
     assert KEY_A not in repr(bucket_rows(db_url))
+
+
+def test_a_dagster_partition_run_takes_its_tokens_from_the_shared_bucket(
+    db_url: str, fernet_key: str, emulator: StripeEmulator
+) -> None:
+    import dagster as dg
+
+    from esm_dagster.orchestration.loader import build_definitions
+
+    register_charges(db_url, emulator.url, "Club Stripe", KEY_A, BUDGET)
+    job = build_definitions(db_url).resolve_job_def("esm_sync_daily__asia_bangkok")
+    emulator.reset_request_log()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, partition_key="2026-09-02")
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    assert event.materialization.metadata["rate_limit_waits"].value == 0
+    rows = bucket_rows(db_url)
+    assert len(rows) == 1 and KEY_A not in repr(rows)
+    with get_engine(db_url).connect() as conn:
+        tokens, capacity = conn.execute(sa.text("select tokens, capacity from esm_rate_limit")).one()
+    # One request, one token (plus what dripped back in at 1/s while the run finished).
+    assert emulator.request_count == 1 and capacity == 10.0 and 9.0 <= tokens < 10.0
