@@ -63,8 +63,10 @@ def rate_limits_of(row: ExternalSystemMapping) -> BucketLimits | None:
 def _limiter(
     row: ExternalSystemMapping, base_url: str, credential: Secret, catalog_url: str | None
 ) -> TokenSource | None:
-    limits = rate_limits_of(row) if catalog_url is not None else None
-    if catalog_url is None or limits is None:
+    if catalog_url is None:
+        return None
+    limits = rate_limits_of(row)
+    if limits is None:
         return None
     key = credential_bucket_key(row.provider_name, base_url, credential)
     return SharedTokenBucket(catalog_url, key, limits, provider_name=row.provider_name)
