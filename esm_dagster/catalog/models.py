@@ -316,3 +316,23 @@ class IntegrationHealth(Base):
     api_calls: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     api_budget: Mapped[int | None] = mapped_column(Integer)
     computed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+
+
+class RateLimitBucket(Base):
+    """The token bucket of one credential, shared by every run, partition and process using it.
+
+    `bucket_key` is the provider and a truncated SHA-256 of the endpoint and the credential: the
+    same key in two mappings shares one budget, and the key itself is never stored. `tokens` and
+    `refilled_at` (unix seconds) are the state; `capacity` and `per_second` are the limits the last
+    request was admitted under, kept so an operator can read the budget in the table.
+    """
+
+    __tablename__ = "esm_rate_limit"
+
+    bucket_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    provider_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    refilled_at: Mapped[float] = mapped_column(Float, nullable=False)
+    capacity: Mapped[float] = mapped_column(Float, nullable=False)
+    per_second: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)

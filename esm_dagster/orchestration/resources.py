@@ -30,7 +30,12 @@ class VaultResource(dg.ConfigurableResource):
 
 
 class ProvidersResource(dg.ConfigurableResource):
-    """Builds the per-provider HTTP client for one mapping row and its decrypted credentials."""
+    """Builds the per-provider HTTP client for one mapping row and its decrypted credentials.
 
-    def build(self, row: ExternalSystemMapping, credentials: dict[str, Any]) -> Provider:
-        return build_provider(row, credentials)
+    The engine passes the catalog URL, where the credential's rate-limit bucket lives.
+    """
+
+    def build(
+        self, row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
+    ) -> Provider:
+        return build_provider(row, credentials, catalog_url=catalog_url)

@@ -279,7 +279,7 @@ def newest_event(database_url: str, mapping_id: str) -> str | None:
             return None
         session.expunge(row)
     credentials = Vault.from_env().decrypt(row.credentials, mapping=repr(row.system_name))
-    provider = build_provider(row, credentials)
+    provider = build_provider(row, credentials, catalog_url=database_url)
     try:
         latest = provider.latest_event()
     finally:

@@ -1,8 +1,8 @@
 """Shared machinery of the loopback emulators: a threaded HTTP/1.1 server, a request log and faults.
 
 Each provider emulator subclasses `LoopbackEmulator` and implements `handle(request) -> Response`;
-this module owns the socket, keep-alive, the request log (method, path, query only: never headers,
-never bodies) and the fault switches that tests and the demo use to simulate outages.
+this module owns the socket, keep-alive, the request log (method, path, query and arrival time
+only: never headers, never bodies) and the fault switches that tests and the demo use to simulate outages.
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ class LoopbackEmulator:
         self._connections: set[socket.socket] = set()
         self._log_lock = threading.Lock()
         self._log: collections.deque[RecordedRequest] = collections.deque(maxlen=self.request_log_limit)
+        self._times: collections.deque[float] = collections.deque(maxlen=self.request_log_limit)
         self._count = 0
         self.faults = FaultSwitch()
 
@@ -307,9 +308,19 @@ class LoopbackEmulator:
         with self._log_lock:
             return list(self._log)
 
+    @property
+    def request_times(self) -> list[float]:
+        """When each logged request arrived (`time.monotonic()`), in the order of `requests`.
+
+        What a rate-limit test measures: the requests the provider really received, per window.
+        """
+        with self._log_lock:
+            return list(self._times)
+
     def reset_request_log(self) -> None:
         with self._log_lock:
             self._log.clear()
+            self._times.clear()
             self._count = 0
 
     def _record(self, request: Request) -> None:
@@ -317,6 +328,7 @@ class LoopbackEmulator:
         with self._log_lock:
             self._count += 1
             self._log.append(entry)
+            self._times.append(time.monotonic())
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._log_lock:

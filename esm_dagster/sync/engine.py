@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -102,7 +102,12 @@ class SyncReport:
         return asdict(self)
 
 
-ProviderBuilder = Callable[[ExternalSystemMapping, dict[str, Any]], Provider]
+class ProviderBuilder(Protocol):
+    """Builds a mapping's client; `catalog_url` is where its rate-limit bucket lives."""
+
+    def __call__(
+        self, row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
+    ) -> Provider: ...
 
 
 @dataclass
@@ -217,7 +222,7 @@ def run_mapping(
     provider: Provider | None = None
     try:
         credentials = vault.decrypt(row.credentials, mapping=repr(name))
-        provider = (provider_builder or build_provider)(row, credentials)
+        provider = (provider_builder or build_provider)(row, credentials, catalog_url=url)
         plan = compile_rules(rules)
         tables = target_tables(url, plan)
         ctx = LoadContext(url, mapping_id, source, stream, rules, plan, tables, report, logger)

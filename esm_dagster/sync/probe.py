@@ -55,7 +55,7 @@ def probe_mapping(
     try:
         vault = vault or Vault.from_env()
         credentials = vault.decrypt(row.credentials, mapping=repr(row.system_name))
-        provider = (provider_builder or build_provider)(row, credentials)
+        provider = (provider_builder or build_provider)(row, credentials, catalog_url=url)
         try:
             provider.probe()
         finally:

@@ -30,7 +30,8 @@ class TransportMetrics:
         self._lock = threading.Lock()
         self.api_calls = 0  # attempts that reached `fn`, retries included
         self.retries = 0  # attempts after the first, over all calls
-        self.rate_limit_waits = 0  # waits caused by a rate_limit error or a Retry-After
+        # Waits caused by a rate_limit error, a Retry-After, or the mapping's own token bucket.
+        self.rate_limit_waits = 0
         self.rate_limit_wait_seconds = 0.0
         self._latencies: list[float] = []  # seconds per attempt, failed ones included
         self.errors_by_class: Counter[str] = Counter()
@@ -42,10 +43,14 @@ class TransportMetrics:
             if error_class is not None:
                 self.errors_by_class[error_class] += 1
 
-    def record_wait(self, seconds: float, *, rate_limited: bool) -> None:
-        """One wait before a retry; `rate_limited` when the provider asked for it."""
+    def record_wait(self, seconds: float, *, rate_limited: bool, retry: bool = True) -> None:
+        """One wait: before a retry, or (`retry=False`) for a token of the mapping's rate limit.
+
+        `rate_limited` when the provider asked for it or the token bucket had no token.
+        """
         with self._lock:
-            self.retries += 1
+            if retry:
+                self.retries += 1
             if rate_limited:
                 self.rate_limit_waits += 1
                 self.rate_limit_wait_seconds += seconds

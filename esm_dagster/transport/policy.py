@@ -12,7 +12,11 @@ Providers do not retry: they classify each failure as a `ProviderError` with `re
 - a `retry_after` longer than `max_delay` is not slept through: the error is raised at once (still
   retryable), so the run checkpoints and the step's retry policy or the next run resumes, rather
   than a worker sleeping for an hour inside a step;
-- after the last attempt the last error is raised.
+- after the last attempt the last error is raised;
+- with a `limiter` (the mapping's `rate_limiting`, a token bucket shared by every process using
+  the credential), every attempt, retries included, first takes a token; while none is due the
+  policy sleeps the wait the bucket names and asks again, and counts each wait as a rate-limit
+  wait (not a retry). Without one, calls are not throttled.
 
 `timeout_seconds` is the per-request timeout the provider gives its HTTP client: the policy cannot
 interrupt a blocking call, but owning the number keeps a mapping's `timeout_seconds` and
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from esm_dagster.providers.base import ProviderError
+from esm_dagster.transport.bucket import TokenSource
 from esm_dagster.transport.metrics import TransportMetrics
 
 T = TypeVar("T")
@@ -45,6 +50,7 @@ class TransportPolicy:
         max_delay: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        limiter: TokenSource | None = None,
     ) -> None:
         if retry_attempts < 0:
             raise ValueError("retry_attempts must be >= 0")
@@ -58,12 +64,13 @@ class TransportPolicy:
         self.max_delay = float(max_delay)
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # jitter, not secrets
+        self.limiter = limiter
         self.metrics = TransportMetrics()
 
     def __repr__(self) -> str:
         return (
             f"TransportPolicy(retry_attempts={self.retry_attempts}, timeout_seconds={self.timeout_seconds:g}, "
-            f"base_delay={self.base_delay:g}, max_delay={self.max_delay:g})"
+            f"base_delay={self.base_delay:g}, max_delay={self.max_delay:g}, limiter={self.limiter!r})"
         )
 
     def backoff(self, attempt: int) -> float:
@@ -74,6 +81,7 @@ class TransportPolicy:
         """`fn()`, retried as the class docstring says; `what` names the call in logs."""
         attempt = 0
         while True:
+            self._take_token(what)
             started = time.perf_counter()
             try:
                 result = fn()
@@ -100,6 +108,15 @@ class TransportPolicy:
                 raise
             self.metrics.record_call(time.perf_counter() - started)
             return result
+
+    def _take_token(self, what: str) -> None:
+        """Block until the limiter hands out a token (at once without a limiter)."""
+        if self.limiter is None:
+            return
+        while (wait := self.limiter.try_acquire()) > 0:
+            log.debug("%s waits %.3f s for a rate-limit token", what, wait)
+            self.metrics.record_wait(wait, rate_limited=True, retry=False)
+            self._sleep(wait)
 
     def _wait_before_retry(self, error: ProviderError, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None to raise `error` now."""

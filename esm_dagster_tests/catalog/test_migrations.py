@@ -18,7 +18,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
-HEAD = "0002_operations"
+HEAD = "0003_rate_limits"
 
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
@@ -154,3 +154,24 @@ def test_downgrade_to_initial_and_back(blank_db: str) -> None:
         assert not sa.inspect(conn).has_table("task")
     upgrade(blank_db)
     assert current_revision(blank_db) == HEAD
+
+
+def test_rate_limits_migration_adds_and_drops_only_its_table(blank_db: str) -> None:
+    from esm_dagster.catalog.migrate import downgrade
+
+    upgrade(blank_db, "0002_operations")
+    with get_engine(blank_db).connect() as conn:
+        before = set(sa.inspect(conn).get_table_names())
+    assert "esm_rate_limit" not in before
+    upgrade(blank_db)
+    with get_engine(blank_db).connect() as conn:
+        inspector = sa.inspect(conn)
+        assert set(inspector.get_table_names()) == before | {"esm_rate_limit"}
+        assert inspector.get_pk_constraint("esm_rate_limit")["constrained_columns"] == ["bucket_key"]
+        assert {c["name"] for c in inspector.get_columns("esm_rate_limit")} == {
+            "bucket_key", "provider_name", "tokens", "refilled_at", "capacity", "per_second", "updated_at",
+        }  # fmt: skip
+    downgrade(blank_db, "0002_operations")
+    assert current_revision(blank_db) == "0002_operations"
+    with get_engine(blank_db).connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == before

@@ -5,8 +5,8 @@ the provider has a new event; the integration-health asset writes its rows."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 import json
+import time
 from collections.abc import Iterator
 
 import dagster as dg
