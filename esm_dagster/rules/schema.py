@@ -284,6 +284,9 @@ class SyncConfig(BaseModel):
     start_date: date | None = None
     error_threshold: int = Field(default=3, ge=1, le=1000)
     max_run_seconds: int = Field(default=3600, ge=10, le=7 * 86400)
+    # An incremental run starts this long before the high-water mark: a record whose cursor value
+    # (`created`) is older than the moment it becomes listable is still read. Re-reads are upserts.
+    lookback_seconds: int = Field(default=300, ge=0, le=7 * 86400)
 
     @field_validator("key")
     @classmethod
