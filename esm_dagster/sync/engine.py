@@ -5,9 +5,11 @@ Each batch commits its rows, its quarantined rejects and the cursor in one trans
 that dies resumes from the last committed batch with nothing lost and nothing doubled.
 
 Cursor model (providers that list newest first, like Stripe): a run reads the window
-[high_water, now); while it is under way the cursor holds that window and the id to continue
-after; when the window is done, high_water moves to its end. A failed run therefore never
-moves high_water past records it has not read.
+[high_water - lookback_seconds, now); while it is under way the cursor holds that window and the
+id to continue after; when the window is done, high_water moves to its end. A failed run therefore
+never moves high_water past records it has not read, and the lookback re-reads (upserts) the
+records that became listable only after the run before had read past their `created`. A page's
+unchanged repeats of the page before are dropped before the rules (`sync.repeats`).
 """
 
 from __future__ import annotations
