@@ -48,6 +48,7 @@ def materialization_metadata(report: SyncReport) -> dict[str, dg.MetadataValue]:
         "records_read": dg.MetadataValue.int(report.records_read),
         "records_written": dg.MetadataValue.int(report.records_written),
         "records_rejected": dg.MetadataValue.int(report.records_rejected),
+        "duplicates_skipped": dg.MetadataValue.int(report.duplicates_skipped),
         "pages": dg.MetadataValue.int(report.pages),
         "api_calls": dg.MetadataValue.int(report.api_calls),
         "retries": dg.MetadataValue.int(report.retries),

@@ -233,32 +233,72 @@ class StripeProvider(Provider):
             raise self._protocol_error("a record has no id", "missing_id", path)
         return record_id
 
+    # ---- writes ---------------------------------------------------------------------------------
+    def create_customer(self, fields: Mapping[str, str], *, idempotency_key: str) -> dict[str, Any]:
+        """`POST /v1/customers` with form `fields` (`email`, `metadata[k]`, ...); the new customer.
+
+        The key is required and must be deterministic for the record being written (the same record,
+        the same key): a POST whose answer was lost (timeout, dropped connection) is then retried
+        with it, and Stripe replays the first answer instead of creating a second customer. Without
+        a key such a retry would be a blind resend, so there is no way to call this without one.
+        """
+        if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255:
+            raise ValueError("idempotency_key must be a string of 1 to 255 characters")
+        path = "/v1/customers"
+        headers = {"Idempotency-Key": idempotency_key}
+        body, _ = self.policy.call(
+            lambda: self._send("POST", path, data=dict(fields), headers=headers), what=f"POST {path}"
+        )
+        return body
+
     # ---- HTTP -----------------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], float]:
         """One GET through the transport policy: retried as the policy decides, measured in `metrics`."""
-        return self.policy.call(lambda: self._get_once(path, params), what=f"GET {path}")
+        return self.policy.call(lambda: self._send("GET", path, params=params), what=f"GET {path}")
 
-    def _get_once(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], float]:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | list[str]] | None = None,
+        data: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[dict[str, Any], float]:
+        """One attempt: the JSON object Stripe answered with and the seconds it took, or ProviderError."""
         url = self.base_url + path
         failure: ProviderError | None = None
         started = time.perf_counter()
         try:
-            response = self._client.get(url, params=params, headers=self._headers, auth=self._auth)
+            response = self._client.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers={**self._headers, **(headers or {})},
+                auth=self._auth,
+            )
         except httpx.TimeoutException as exc:
             failure = self._transport_error(
-                f"no answer within {self.timeout_seconds:g} s ({type(exc).__name__})", "timeout", True, path
+                f"no answer within {self.timeout_seconds:g} s ({type(exc).__name__})",
+                "timeout",
+                True,
+                path,
+                method,
             )
         except httpx.UnsupportedProtocol as exc:
-            failure = self._transport_error(f"unsupported URL ({type(exc).__name__})", "client", False, path)
+            failure = self._transport_error(
+                f"unsupported URL ({type(exc).__name__})", "client", False, path, method
+            )
         except httpx.TransportError as exc:
-            failure = self._transport_error(f"{type(exc).__name__}: {exc}", "network", True, path)
+            failure = self._transport_error(f"{type(exc).__name__}: {exc}", "network", True, path, method)
         if failure is not None:
             # Raised outside the except block: no chained httpx exception, whose request carries
             # the Authorization header, travels with it.
             raise failure
         seconds = time.perf_counter() - started
         if response.status_code != 200:
-            raise self._http_error(response, path)
+            raise self._http_error(response, path, method)
         try:
             body = orjson.loads(response.content)  # 2-3x faster than json on 340 kB pages
         except orjson.JSONDecodeError:
@@ -272,7 +312,7 @@ class StripeProvider(Provider):
                 code="invalid_json",
                 retryable=True,
                 request_id=response.headers.get("request-id"),
-                method="GET",
+                method=method,
                 url=self.base_url + path,
                 secrets=(self._secret,),
             )
@@ -300,19 +340,19 @@ class StripeProvider(Provider):
         )
 
     def _transport_error(
-        self, message: str, error_class: ErrorClass, retryable: bool, path: str
+        self, message: str, error_class: ErrorClass, retryable: bool, path: str, method: str = "GET"
     ) -> ProviderError:
         return ProviderError(
             message,
             provider=self.name,
             error_class=error_class,
             retryable=retryable,
-            method="GET",
+            method=method,
             url=self.base_url + path,
             secrets=(self._secret,),
         )
 
-    def _http_error(self, response: httpx.Response, path: str) -> ProviderError:
+    def _http_error(self, response: httpx.Response, path: str, method: str = "GET") -> ProviderError:
         status = response.status_code
         error: dict[str, Any] = {}
         try:
@@ -355,7 +395,7 @@ class StripeProvider(Provider):
             retryable=retryable,
             retry_after=_retry_after(response.headers.get("retry-after")),
             request_id=response.headers.get("request-id"),
-            method="GET",
+            method=method,
             url=self.base_url + path,
             secrets=(self._secret,),
         )

@@ -287,6 +287,9 @@ class SyncConfig(BaseModel):
     # How long an open circuit (the mapping in `error` after `error_threshold` consecutive failed
     # syncs) refuses syncs without calling the provider, before one half-open trial is let through.
     circuit_cooldown_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+    # An incremental run starts this long before the high-water mark: a record whose cursor value
+    # (`created`) is older than the moment it becomes listable is still read. Re-reads are upserts.
+    lookback_seconds: int = Field(default=300, ge=0, le=7 * 86400)
 
     @field_validator("key")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import socket
 import threading
 import time
@@ -48,12 +49,18 @@ class Response:
     content_type: str = "application/json"
 
 
-FaultKind = Literal["fail", "rate_limit", "delay", "disconnect"]
+FaultKind = Literal["fail", "rate_limit", "delay", "disconnect", "lose_response", "duplicate", "mutate"]
+# Kinds the provider emulator applies itself, at the point of its protocol they are about (a page
+# that continues a cursor); the HTTP layer leaves them in the queue for it.
+HANDLER_KINDS: frozenset[str] = frozenset({"duplicate", "mutate"})
 
 
 @dataclass(slots=True)
 class Fault:
-    """One pending fault, consumed by the next request whose path starts with `path` (any if None)."""
+    """One pending fault, consumed by the next request whose path starts with `path` (any if None).
+
+    `skip` is how many matching requests are still served normally before it applies (`after=`).
+    """
 
     kind: FaultKind
     status: int = 500
@@ -61,6 +68,13 @@ class Fault:
     should_retry: bool | None = None
     seconds: float = 0.0
     path: str | None = None
+    items: int = 0
+    skip: int = 0
+
+
+def _digest(credential: str) -> bytes:
+    """What the switch keeps of a credential it expires: a digest, so no key sits in its state."""
+    return hashlib.sha256(credential.encode("utf-8")).digest()
 
 
 class FaultSwitch:
@@ -70,8 +84,19 @@ class FaultSwitch:
     - `rate_limit_next(n, retry_after=1)`: answer 429 with the provider's rate-limit body.
     - `delay_next(n, seconds)`: wait, then answer normally (client timeouts).
     - `disconnect_next(n)`: close the connection without answering (network errors).
+    - `lose_response_next(n)`: handle the request (a write commits), then close the connection
+      without answering: the client cannot tell whether it happened (the case idempotency keys are for).
+    - `duplicate_next(n, items=3)`: the next n pages that continue a cursor start with the last
+      `items` objects of the page before, as offset paging does when new records shift the offsets.
+    - `mutate_next(n, backdate=0)`: before the next n pages that continue a cursor are served, the
+      object the cursor names (already served) changes and a new object is created, `backdate`
+      seconds before the emulator's clock (an object that becomes visible after its `created`).
+    - `expire_credentials_after(n, credential=None)`: after n more requests authenticated with it
+      (with any credential if None), the credential answers the provider's "expired key" error.
     - `limit_rate(per_second, burst)`: a token bucket; requests over it get the rate-limit answer.
-    Each takes `path=` to target only requests whose path starts with it.
+    Each queued fault takes `path=` to target only requests whose path starts with it, and
+    `after=` to let that many matching requests through first (a fault in the middle of a sync).
+    Duplicate and mutate faults are applied by the provider emulator (`take_handler_fault`).
     """
 
     def __init__(self) -> None:
@@ -80,29 +105,79 @@ class FaultSwitch:
         self._bucket: tuple[float, float] | None = None  # (rate per second, burst)
         self._tokens = 0.0
         self._last = 0.0
-        self.injected = 0  # faults served so far (pending ones and bucket rejections)
+        self._expiries: list[list[Any]] = []  # [credential digest or None, requests left]
+        self.injected = 0  # faults served so far (pending ones, bucket rejections, expired answers)
 
-    def _add(self, n: int, fault: Fault) -> None:
-        if n < 0:
-            raise ValueError("n must be >= 0")
+    def _add(self, n: int, fault: Fault, after: int = 0) -> None:
+        if n < 0 or after < 0:
+            raise ValueError("n and after must be >= 0")
         with self._lock:
-            self._pending.extend(dataclasses.replace(fault) for _ in range(n))
+            for i in range(n):
+                self._pending.append(dataclasses.replace(fault, skip=after if i == 0 else 0))
 
     def fail_next(
-        self, n: int = 1, status: int = 500, *, should_retry: bool | None = None, path: str | None = None
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        should_retry: bool | None = None,
+        path: str | None = None,
+        after: int = 0,
     ) -> None:
         if not 400 <= status <= 599:
             raise ValueError("status must be an HTTP error status (400..599)")
-        self._add(n, Fault("fail", status=status, should_retry=should_retry, path=path))
+        self._add(n, Fault("fail", status=status, should_retry=should_retry, path=path), after)
 
-    def rate_limit_next(self, n: int = 1, retry_after: float | None = 1, *, path: str | None = None) -> None:
-        self._add(n, Fault("rate_limit", status=429, retry_after=retry_after, path=path))
+    def rate_limit_next(
+        self, n: int = 1, retry_after: float | None = 1, *, path: str | None = None, after: int = 0
+    ) -> None:
+        self._add(n, Fault("rate_limit", status=429, retry_after=retry_after, path=path), after)
 
-    def delay_next(self, n: int = 1, seconds: float = 1.0, *, path: str | None = None) -> None:
-        self._add(n, Fault("delay", seconds=seconds, path=path))
+    def delay_next(
+        self, n: int = 1, seconds: float = 1.0, *, path: str | None = None, after: int = 0
+    ) -> None:
+        self._add(n, Fault("delay", seconds=seconds, path=path), after)
 
-    def disconnect_next(self, n: int = 1, *, path: str | None = None) -> None:
-        self._add(n, Fault("disconnect", path=path))
+    def disconnect_next(self, n: int = 1, *, path: str | None = None, after: int = 0) -> None:
+        self._add(n, Fault("disconnect", path=path), after)
+
+    def lose_response_next(self, n: int = 1, *, path: str | None = None, after: int = 0) -> None:
+        self._add(n, Fault("lose_response", path=path), after)
+
+    def duplicate_next(self, n: int = 1, items: int = 3, *, path: str | None = None, after: int = 0) -> None:
+        if items < 1:
+            raise ValueError("items must be >= 1")
+        self._add(n, Fault("duplicate", items=items, path=path), after)
+
+    def mutate_next(
+        self, n: int = 1, backdate: float = 0.0, *, path: str | None = None, after: int = 0
+    ) -> None:
+        if backdate < 0:
+            raise ValueError("backdate must be >= 0 seconds")
+        self._add(n, Fault("mutate", seconds=backdate, path=path), after)
+
+    def expire_credentials_after(self, n: int = 0, credential: str | None = None) -> None:
+        """After `n` more requests with `credential` (any if None) succeed, it answers "expired"."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._expiries.append([None if credential is None else _digest(credential), n])
+
+    def credential_expired(self, credential: str) -> bool:
+        """Called by the emulator once `credential` authenticated: whether it has expired by now."""
+        digest = _digest(credential)
+        with self._lock:
+            expired = False
+            for entry in self._expiries:
+                if entry[0] is not None and entry[0] != digest:
+                    continue
+                if entry[1] > 0:
+                    entry[1] -= 1
+                else:
+                    expired = True
+            if expired:
+                self.injected += 1
+            return expired
 
     def limit_rate(self, per_second: float | None, burst: int = 1) -> None:
         """Token bucket over all requests; `None` turns it off."""
@@ -120,20 +195,44 @@ class FaultSwitch:
         with self._lock:
             self._pending.clear()
             self._bucket = None
+            self._expiries.clear()
 
     @property
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)
 
+    def _pop(self, path: str, handler: bool, kind: str | None = None) -> Fault | None:
+        """The first queued fault of the family for `path`, if it applies now; call under the lock."""
+        for i, fault in enumerate(self._pending):
+            if (fault.kind in HANDLER_KINDS) != handler or (kind is not None and fault.kind != kind):
+                continue
+            if fault.path is None or path.startswith(fault.path):
+                if fault.skip > 0:  # this request passes; the fault waits for a later one
+                    fault.skip -= 1
+                    return None
+                del self._pending[i]
+                self.injected += 1
+                return fault
+        return None
+
+    def take_handler_fault(self, kind: str, path: str) -> Fault | None:
+        """The queued `duplicate` / `mutate` fault for this request, if it applies now; None otherwise.
+
+        The emulator calls it only for requests the fault is about (a page continuing a cursor), so
+        `after=` counts those requests.
+        """
+        if kind not in HANDLER_KINDS:
+            raise ValueError(f"{kind!r} is not applied by the emulator's handler")
+        with self._lock:
+            return self._pop(path, handler=True, kind=kind)
+
     def take(self, path: str) -> Fault | None:
         """The fault for a request to `path`, removing it from the queue; None to serve normally."""
         with self._lock:
-            for i, fault in enumerate(self._pending):
-                if fault.path is None or path.startswith(fault.path):
-                    del self._pending[i]
-                    self.injected += 1
-                    return fault
+            fault = self._pop(path, handler=False)
+            if fault is not None:
+                return fault
             if self._bucket is not None:
                 rate, burst = self._bucket
                 now = time.monotonic()
@@ -186,7 +285,10 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, path, query, headers, body)
         emulator._record(request)
         fault = emulator.faults.take(path)
-        if fault is not None and fault.kind == "disconnect":
+        if fault is not None and fault.kind in ("disconnect", "lose_response"):
+            if fault.kind == "lose_response":  # the work is done (and committed), the answer is lost
+                with contextlib.suppress(Exception):
+                    emulator.handle(request)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

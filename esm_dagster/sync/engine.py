@@ -5,9 +5,11 @@ Each batch commits its rows, its quarantined rejects and the cursor in one trans
 that dies resumes from the last committed batch with nothing lost and nothing doubled.
 
 Cursor model (providers that list newest first, like Stripe): a run reads the window
-[high_water, now); while it is under way the cursor holds that window and the id to continue
-after; when the window is done, high_water moves to its end. A failed run therefore never
-moves high_water past records it has not read.
+[high_water - lookback_seconds, now); while it is under way the cursor holds that window and the
+id to continue after; when the window is done, high_water moves to its end. A failed run therefore
+never moves high_water past records it has not read, and the lookback re-reads (upserts) the
+records that became listable only after the run before had read past their `created`. A page's
+unchanged repeats of the page before are dropped before the rules (`sync.repeats`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from esm_dagster.security.vault import Vault, VaultError
 from esm_dagster.sync.dialect import upsert_statement
 from esm_dagster.sync.frames import frame_to_rows
 from esm_dagster.sync.prefetch import prefetched
+from esm_dagster.sync.repeats import RepeatFilter, lookup
 from esm_dagster.sync.target_tables import ensure_table, row_id
 
 log = logging.getLogger("esm_dagster.sync")
@@ -76,6 +79,7 @@ class SyncReport:
     records_read: int = 0
     records_written: int = 0
     records_rejected: int = 0
+    duplicates_skipped: int = 0  # records a page repeated unchanged from the page before
     pages: int = 0
     batches: int = 0
     duration_seconds: float = 0.0
@@ -350,9 +354,15 @@ def _load_cursor(url: str, mapping_id: uuid.UUID, stream: str) -> dict[str, Any]
 
 
 def _plan_window(
-    cursor: dict[str, Any], full_refresh: bool, since: dt.datetime | None
+    cursor: dict[str, Any], full_refresh: bool, since: dt.datetime | None, lookback: int = 0
 ) -> tuple[int | None, int, str | None, bool]:
-    """(window_start, window_end, resume_after, resumed) for this run."""
+    """(window_start, window_end, resume_after, resumed) for this run.
+
+    An incremental window starts `lookback` seconds before the high-water mark: a record created
+    just before the last run's window end but listable only after that run read past it (Stripe
+    sets `created` when a charge starts, lists it when it is done) would otherwise fall behind the
+    cursor for good.
+    """
     pending = cursor.get("pending")
     if pending and not full_refresh and since is None:
         return pending.get("start"), int(pending["end"]), pending.get("after"), True
@@ -362,7 +372,8 @@ def _plan_window(
     elif full_refresh:
         start = None
     else:
-        start = cursor.get("high_water")
+        high_water = cursor.get("high_water")
+        start = None if high_water is None else int(high_water) - lookback
     return start, end, None, False
 
 
@@ -379,7 +390,9 @@ def _extract_and_load(
     if window is not None:
         start, end, after, resumed = window[0], window[1], None, False
     else:
-        start, end, after, resumed = _plan_window(cursor, full_refresh, since)
+        start, end, after, resumed = _plan_window(
+            cursor, full_refresh, since, ctx.rules.sync.lookback_seconds
+        )
     report = ctx.report
     report.window_start, report.window_end, report.resumed = start, end, resumed
     if resumed:
@@ -388,12 +401,14 @@ def _extract_and_load(
     page_size = min(MAX_PAGE_SIZE, batch_size)
     batch: list[dict[str, Any]] = []
     last_cursor: str | None = after
+    repeats = RepeatFilter(ctx.rules.sync.key)
     pages: Iterator[Page] = prefetched(
         provider.iter_pages(ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after)
     )
     for page in pages:
         report.pages += 1
-        batch.extend(page.records)
+        batch.extend(repeats.fresh(page.records))
+        report.duplicates_skipped = repeats.dropped
         last_cursor = page.next_cursor or last_cursor
         if len(batch) >= batch_size or not page.has_more:
             pending = {"start": start, "end": end, "after": last_cursor} if page.has_more else None
@@ -483,7 +498,7 @@ def _quarantine(
     rows: dict[str, dict[str, Any]] = {}
     for rejection in rejected:
         payload = redact_record(rejection.record)
-        external_id = _lookup(rejection.record, key_path)
+        external_id = lookup(rejection.record, key_path)
         fingerprint = (
             f"id:{external_id}"
             if external_id not in (None, "")
@@ -552,18 +567,6 @@ def _quarantine_upsert(dialect: str, table: Any) -> Any:
             "resolved_at": None,
         },
     )
-
-
-def _lookup(record: dict[str, Any], path: str) -> Any:
-    value: Any = record
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
 
 
 def _save_cursor(

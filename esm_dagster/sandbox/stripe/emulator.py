@@ -20,7 +20,10 @@ What it implements, as Stripe does (PROVIDERS.md §1; shapes checked against Str
   (`charge.succeeded` / `charge.failed` / `charge.pending` for charges), so the events feed a
   real-time sensor polls moves exactly as it would on Stripe.
 - `faults` (see `esm_dagster.sandbox._http.FaultSwitch`): 5xx with Stripe's `api_error` body,
-  429 with Stripe's rate-limit body, `Stripe-Should-Retry` and `Retry-After`, delays, disconnects.
+  429 with Stripe's rate-limit body, `Stripe-Should-Retry` and `Retry-After`, delays, disconnects,
+  responses lost after a write committed, pages that repeat the previous page's last objects,
+  objects changed and created between two pages (`mutations` lists what changed), and keys that
+  expire after N requests (401 `api_key_expired`, Stripe's body).
 
 Not implemented: other resources, `expand` (accepted and ignored), Connect headers, webhooks
 delivery, search's full query language (`field:'value'` clauses joined by AND only).
@@ -134,6 +137,7 @@ class StripeError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        request_log: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -142,10 +146,19 @@ class StripeError(Exception):
         self.code = code
         self.param = param
         self.headers = list(headers)
+        self.request_log = request_log  # whether the body links a dashboard log (not for dead keys)
 
 
 def _missing(kind: str, object_id: str, param: str) -> StripeError:
     return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+
+
+class Mutation(NamedTuple):
+    """What one `mutate` fault did between two pages of `resource`."""
+
+    resource: str
+    changed: str  # id of the already-served object that changed (the page's cursor)
+    inserted: str  # id of the object created before the cursor
 
 
 class _StoredRow(NamedTuple):
@@ -217,15 +230,23 @@ class _Collection:
         before: tuple[int, str] | None,
         limit: int,
         predicate: Callable[[Any], bool] | None,
+        repeat: int = 0,
     ) -> tuple[list[Any], bool]:
-        """Up to `limit` rows newest first, and whether more match beyond them."""
+        """Up to `limit` rows newest first, and whether more match beyond them.
+
+        `repeat` (a `duplicate` fault) starts a page after `after` that many rows early: it begins
+        with the cursor row and the rows just newer, the end of the page before.
+        """
         rows = self.rows
         lo = 0 if gte is None else bisect_left(rows, (gte, ""))
         hi = len(rows) if lt is None else bisect_left(rows, (lt, ""))
         out: list[Any] = []
         if before is None:
             if after is not None:
-                hi = min(hi, bisect_left(rows, after))
+                position = bisect_left(rows, after)
+                if repeat and position < len(rows) and rows[position].id == after[1]:
+                    position += repeat  # the cursor row itself, then repeat - 1 newer ones
+                hi = min(hi, position)
             if predicate is None:
                 start = max(lo, hi - limit)
                 out = rows[start:hi]
@@ -319,6 +340,7 @@ class StripeEmulator(LoopbackEmulator):
         self._new_ids = random.Random(f"stripe-emulator:{seed}:new-objects")
         self._sequence = 0
         self._idempotency: dict[tuple[str, str], _StoredResponse] = {}
+        self.mutations: list[Mutation] = []  # what the `mutate` faults changed, in order
 
     # ---- builders -----------------------------------------------------------------------------
     def _build_event(self, row: EventRow) -> dict[str, Any]:
@@ -508,7 +530,8 @@ class StripeEmulator(LoopbackEmulator):
         detail["message"] = error.message
         if error.param is not None:
             detail["param"] = error.param
-        detail["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{ctx.request_id}"
+        if error.request_log:
+            detail["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{ctx.request_id}"
         detail["type"] = error.type
         return {"error": detail}
 
@@ -548,6 +571,14 @@ class StripeEmulator(LoopbackEmulator):
                 401,
                 f"Invalid API Key provided: {mask_key(key)}",
                 headers=[("WWW-Authenticate", 'Basic realm="Stripe"')],
+            )
+        if self.faults.credential_expired(key):  # the body Stripe sends for a rolled or expired key
+            raise StripeError(
+                401,
+                f"Expired API Key provided: {mask_key(key)}",
+                code="api_key_expired",
+                headers=[("WWW-Authenticate", 'Basic realm="Stripe"')],
+                request_log=False,
             )
         return key
 
@@ -635,6 +666,7 @@ class StripeEmulator(LoopbackEmulator):
         collection = self._collections[resource]
         with self._lock:
             after = before = None
+            repeat = 0
             for name in ("starting_after", "ending_before"):
                 if name in params:
                     cursor = self._string(params[name], name)
@@ -643,10 +675,11 @@ class StripeEmulator(LoopbackEmulator):
                         raise _missing(_OBJECT_NAMES[resource], cursor, name)
                     if name == "starting_after":
                         after = key
+                        repeat = self._page_faults(resource, cursor)
                     else:
                         before = key
             rows, has_more = collection.page(
-                gte=gte, lt=lt, after=after, before=before, limit=limit, predicate=predicate
+                gte=gte, lt=lt, after=after, before=before, limit=limit, predicate=predicate, repeat=repeat
             )
             texts = [collection.text(row) for row in rows]
         return RawJSON(  # == json.dumps({"object": "list", "data": [...], "has_more": ..., "url": ...})
@@ -654,6 +687,38 @@ class StripeEmulator(LoopbackEmulator):
             + ", ".join(texts)
             + f'], "has_more": {"true" if has_more else "false"}, "url": {encode(collection.url)}}}'
         )
+
+    def _page_faults(self, resource: str, cursor: str) -> int:
+        """Apply the faults about a page that continues after `cursor`; how many objects to repeat."""
+        path = f"/v1/{resource}"
+        mutate = self.faults.take_handler_fault("mutate", path)
+        if mutate is not None and resource in ("customers", "charges"):
+            self._mutate_between_pages(resource, cursor, mutate.seconds)
+        duplicate = self.faults.take_handler_fault("duplicate", path)
+        return 0 if duplicate is None else duplicate.items
+
+    def _mutate_between_pages(self, resource: str, cursor: str, backdate: float) -> None:
+        """The served object `cursor` changes (with its event), and a new object appears before it."""
+        ctx = self._python_context()
+        created = int(self._clock() - backdate)
+        if resource == "customers":
+            if cursor in self.customers.by_id:
+                self._write_customer(cursor, {"metadata": {"esm_fault": "mutated between pages"}}, ctx)
+            _, made = self._write_customer(
+                None, {"email": "late.arrival@example.com", "name": "Late Arrival"}, ctx, created=created
+            )
+        else:
+            row = self.charges.by_id.get(cursor)
+            if row is not None:
+                current = self.charges.materialize(row)
+                obj = copy.deepcopy(current)
+                obj["amount_refunded"] = max(1, int(obj["amount"]) // 2)
+                obj["metadata"] = {**(obj.get("metadata") or {}), "esm_fault": "mutated between pages"}
+                previous = {k: current.get(k) for k in ("amount_refunded", "metadata")}
+                self.charges.overrides[cursor] = obj
+                self._event("charge.refunded", obj, previous, ctx, int(self._clock()))
+            made = self.add_charge(amount=4200, currency="thb", description="late arrival", created=created)
+        self.mutations.append(Mutation(resource, cursor, made["id"]))
 
     def _predicate(self, resource: str, params: dict[str, Any]) -> Callable[[Any], bool] | None:
         checks: list[tuple[str, str]] = []
