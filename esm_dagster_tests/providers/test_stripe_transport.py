@@ -59,6 +59,19 @@ def test_429_with_retry_after_waits_then_succeeds(emulator: StripeEmulator) -> N
     assert metrics.errors_by_class == {"rate_limit": 1}
 
 
+def test_retry_after_of_two_seconds_is_the_gap_the_emulator_sees(emulator: StripeEmulator) -> None:
+    """Measured where it matters, at the provider: the retry arrives >= 2 s after the 429."""
+    emulator.faults.rate_limit_next(2, retry_after=2)
+    before = len(emulator.request_times)
+    with _provider(emulator, _fast(3)) as provider:  # own backoff <= 0.01 s: the 2 s are Stripe's
+        page = next(provider.iter_pages("customers", page_size=10))
+    assert len(page.records) == 10
+    arrivals = emulator.request_times[before:]
+    assert len(arrivals) == 3, arrivals
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    assert all(gap >= 2.0 for gap in gaps), gaps
+
+
 @pytest.mark.parametrize(("retry_attempts", "succeeds"), [(3, True), (2, False)])
 def test_three_500s_then_success(emulator: StripeEmulator, retry_attempts: int, succeeds: bool) -> None:
     emulator.faults.fail_next(3, status=500)
