@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from esm_dagster.catalog.circuit import CIRCUIT_OPEN
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import load_specs
 from esm_dagster.catalog.models import ExternalSystemMapping, IntegrationHealth, SyncRun
@@ -91,9 +92,11 @@ def compute_health(url: str, day: dt.date, timezone: str = "UTC") -> list[Health
         row = HealthRow(spec.id, spec.system_name, day)
         row.runs = len(mine)
         row.successes = sum(r.status == "success" for r in mine)
-        failures = [r for r in mine if r.status == "failed"]
-        row.errors_by_class = dict(Counter(r.error_class or "unknown" for r in failures))
-        finished = [r for r in mine if r.status in ("success", "failed")]
+        row.errors_by_class = dict(Counter(r.error_class or "unknown" for r in mine if r.status == "failed"))
+        # A run the open circuit refused never reached the provider: it is listed by class above
+        # but is no attempt, so it neither lowers availability nor raises the error rate.
+        failures = [r for r in mine if r.status == "failed" and r.error_class != CIRCUIT_OPEN]
+        finished = [r for r in mine if r.status == "success"] + failures
         if finished:
             row.availability = round(row.successes / len(finished), 4)
             row.error_rate = round(len(failures) / len(finished), 4)

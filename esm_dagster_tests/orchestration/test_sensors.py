@@ -254,6 +254,24 @@ def test_integration_health_asset_writes_rows(catalog: str) -> None:
         assert mine.sla_compliant is True
 
 
+def test_runs_refused_by_the_open_circuit_are_no_attempts_in_health(catalog: str) -> None:
+    from esm_dagster.catalog.models import SyncRun
+    from esm_dagster.catalog.types import utcnow
+    from esm_dagster.sync.health import compute_health
+
+    now = utcnow()
+    with session_factory(catalog).begin() as session:
+        mapping_id = get_mapping(session, "stripe/charges").id
+        for status, error_class in [("success", None), ("failed", "server"), *[("failed", "circuit_open")] * 3]:
+            session.add(
+                SyncRun(mapping_id=mapping_id, stream="charges", status=status, error_class=error_class,
+                        started_at=now, finished_at=now)
+            )  # fmt: skip
+    (mine,) = [r for r in compute_health(catalog, now.date()) if r.mapping_id == str(mapping_id)]
+    assert mine.availability == 0.5 and mine.error_rate == 0.5
+    assert mine.errors_by_class == {"server": 1, "circuit_open": 3}
+
+
 def test_sla_clock() -> None:
     from esm_dagster.sync.health import sla_met
 
