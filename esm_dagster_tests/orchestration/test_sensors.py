@@ -262,7 +262,11 @@ def test_runs_refused_by_the_open_circuit_are_no_attempts_in_health(catalog: str
     now = utcnow()
     with session_factory(catalog).begin() as session:
         mapping_id = get_mapping(session, "stripe/charges").id
-        for status, error_class in [("success", None), ("failed", "server"), *[("failed", "circuit_open")] * 3]:
+        for status, error_class in [
+            ("success", None),
+            ("failed", "server"),
+            *[("failed", "circuit_open")] * 3,
+        ]:
             session.add(
                 SyncRun(mapping_id=mapping_id, stream="charges", status=status, error_class=error_class,
                         started_at=now, finished_at=now)

@@ -7,6 +7,7 @@ the policy gets a tiny `base_delay` so retries cost milliseconds.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -68,7 +69,7 @@ def test_retry_after_of_two_seconds_is_the_gap_the_emulator_sees(emulator: Strip
     assert len(page.records) == 10
     arrivals = emulator.request_times[before:]
     assert len(arrivals) == 3, arrivals
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert all(gap >= 2.0 for gap in gaps), gaps
 
 
