@@ -260,6 +260,47 @@ def test_busy_emulator_port_names_the_port_and_the_variable(
     assert f"port {port}" in line and "ESM_STRIPE_EMULATOR_PORT" in line
 
 
+@pytest.mark.slow
+def test_demo_twice_then_with_a_persons_failing_mapping_in_the_catalog(tmp_path: Path) -> None:
+    """`make demo` as the README runs it, twice; then the README's own emulator mapping is added to
+    the same catalog, pointing at an emulator that is not running: the demo still syncs only its
+    own mappings, exits 0 and names the other one."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {"ESM_HOME": str(tmp_path / "home"), "ESM_STRIPE_EMULATOR_PORT": str(port)}
+    args = ("demo", "--customers", "30", "--charges", "90")
+
+    def counts() -> tuple[int, int, int]:
+        url = f"sqlite:///{tmp_path / 'home' / 'catalog.db'}"
+        with get_engine(url).connect() as conn:
+            return tuple(  # type: ignore[return-value]
+                conn.execute(sa.text(f'select count(*) from "{t}"')).scalar_one()
+                for t in ("user", "payment", "esm_quarantine")
+            )
+
+    first = esm(*args, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "2 Dagster runs (success)" in first.stdout
+    assert "esm/stripe/charges    90" in first.stdout and "esm/stripe/customers  30" in first.stdout
+    after_first = counts()
+    assert after_first[1] > 0 and after_first[0] > 1
+    second = esm(*args, env=env)
+    assert second.returncode == 0 and counts() == after_first
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = closed.getsockname()[1]
+    mine = mapping_file(
+        tmp_path, "mine.yaml", system_name="My Emulator", api_endpoint=f"http://127.0.0.1:{nobody}"
+    )
+    assert esm("mapping", "add", "--no-reload", str(mine), env=env).returncode == 0
+    third = esm(*args, env=env)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "Not part of the demo, not synced (`esm sync MAPPING`): My Emulator/customers" in third.stdout
+    assert "FAILED" not in third.stdout and counts() == after_first
+
+
 # -- 8: the endpoint rule at add time --------------------------------------------------------------
 
 

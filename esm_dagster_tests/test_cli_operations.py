@@ -339,3 +339,42 @@ def test_since_without_offset_is_the_mappings_local_time(
     ):
         assert main(["sync", "stripe/charges", "--since", bad]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_a_key_pasted_into_the_rules_is_not_echoed(
+    catalog: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "TopSecretValue9"
+    doc = yaml.safe_load((EXAMPLES / "stripe_mapping.yaml").read_text())
+    doc["credentials"] = {"api_key": secret}
+    doc["mapping_rules"]["transformations"]["timezone"] = secret  # a mis-indented YAML block
+    path = tmp_path / "pasted.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    assert main(["mapping", "add", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "transformations.timezone" in err and "IANA" in err, err
+    assert secret not in err, err
+
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(yaml.safe_dump({"api_key": secret}))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(doc["mapping_rules"]))
+    assert main(["mapping", "edit", CLUB, "--rules", str(rules), "--credentials", str(creds)]) == 2
+    err = capsys.readouterr().err
+    assert "transformations.timezone" in err and secret not in err, err
+
+
+def test_a_revoked_key_in_a_cli_sync_opens_the_credentials_task(
+    demo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    creds = tmp_path / "revoked.yaml"
+    creds.write_text(yaml.safe_dump({"api_key": "sk_test_revokedrevokedrevoked0000"}))
+    assert main(["mapping", "edit", "stripe/charges", "--credentials", str(creds)]) == 0
+    capsys.readouterr()
+    for _ in range(2):
+        assert main(["sync", "stripe/charges"]) == 2
+    capsys.readouterr()
+    assert main(["tasks", "list", "--json"]) == 0
+    (task,) = json.loads(capsys.readouterr().out)
+    assert task["reason"] == "credentials" and task["status"] == "pending"

@@ -49,14 +49,15 @@ class Circuit:
     def describe(self) -> str:
         """The status word `esm mapping list` shows next to `error`."""
         if self.state == "open" and self.half_opens_at is not None:
-            return f"circuit open until {hhmm(self.half_opens_at)}"
+            return f"circuit open until {clock_time(self.half_opens_at)}"
         if self.state == "half_open":
             return "circuit half-open: the next sync is a trial"
         return "circuit closed"
 
 
-def hhmm(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%H:%M UTC")
+def clock_time(moment: dt.datetime) -> str:
+    """To the second: a cool-down of a few minutes shown as HH:MM would look over too early."""
+    return moment.astimezone(dt.UTC).strftime("%H:%M:%S UTC")
 
 
 def stamp(moment: dt.datetime) -> str:

@@ -148,7 +148,24 @@ def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSys
 
 
 def upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
-    """Create or update the mapping identified by (system_name, stream); returns (row, created)."""
+    """Create or update the mapping identified by (system_name, stream); returns (row, created).
+
+    A problem raises `MappingError` with every credential value of the input scrubbed: a key
+    pasted into the wrong place (a rules value, a target) must not come back in the message.
+    """
+    try:
+        return _upsert_mapping(session, vault, item)
+    except MappingError as exc:
+        raise MappingError(_scrubbed(str(exc), item.credentials)) from None
+
+
+def _scrubbed(text: str, credentials: Mapping[str, Any] | None) -> str:
+    from esm_dagster.security.redact import redact_text
+
+    return redact_text(text, extra=_leaf_strings(dict(credentials or {})))
+
+
+def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
     try:  # the rule every request enforces, checked now rather than at the first sync
         check_endpoint(item.api_endpoint, mapping=repr(item.system_name))
     except EndpointRefused as exc:
@@ -465,8 +482,22 @@ def edit_mapping(
     """Change some columns of one row, checked as `upsert_mapping` checks a whole row.
 
     Returns the names of the columns changed. Every problem raises `MappingError` naming the
-    mapping, the column and the value, and nothing is written.
+    mapping, the column and the value (new credentials scrubbed), and nothing is written.
     """
+    try:
+        return _edit_mapping(session, row, changes, mapping_rules, credentials, vault)
+    except MappingError as exc:
+        raise MappingError(_scrubbed(str(exc), credentials)) from None
+
+
+def _edit_mapping(
+    session: Session,
+    row: ExternalSystemMapping,
+    changes: Mapping[str, Any],
+    mapping_rules: dict[str, Any] | None,
+    credentials: dict[str, str] | None,
+    vault: Vault | None,
+) -> list[str]:
     from pydantic import ValidationError
 
     name = row.system_name

@@ -26,6 +26,9 @@ REASONS = {
 }
 DUE_AFTER = dt.timedelta(days=1)
 
+# Error classes no retry or probe can fix: a person must issue new credentials.
+NEEDS_PERSON = frozenset({"auth", "credential_error"})
+
 
 def open_task(session: Session, mapping: ExternalSystemMapping, reason: str, detail: str = "") -> Task | None:
     """Open the task for (mapping, reason) unless one is open; returns the new task or None."""

@@ -126,6 +126,7 @@ def run_demo(customers: int = 200, charges: int = 1000, port: int | None = None)
     from esm_dagster.cli import format_table
     from esm_dagster.orchestration.loader import build_definitions, fetch_specs, usable_specs
     from esm_dagster.orchestration.schedules import build_groups
+    from esm_dagster.orchestration.sensors import without_dagster_prefix
 
     prepare_environment()
     url = database_url()
@@ -133,21 +134,33 @@ def run_demo(customers: int = 200, charges: int = 1000, port: int | None = None)
     try:
         register_demo_catalog(url, emulator.url)
         defs = build_definitions(url)
+        # The demo syncs its own mappings only: rows a person added to the same catalog (say the
+        # README's emulator mapping, perhaps failing or with its circuit open) are theirs to run.
+        demo_names = {m["system_name"] for m in demo_mappings(emulator.url)}
+        specs = usable_specs(fetch_specs(url))
+        others = [s for s in specs if s.system_name not in demo_names]
         # One run per cadence group job, without a partition: each mapping syncs incrementally
         # from its cursor (everything the first time, only what is new the second time).
-        job_names = [g.job.name for g in build_groups(usable_specs(fetch_specs(url)))]
+        groups = build_groups([s for s in specs if s.system_name in demo_names])
         started = time.perf_counter()
         rows = []
         results = []
+        failures: list[str] = []
         with dg.DagsterInstance.get() as instance:
-            for name in job_names:
-                result = defs.resolve_job_def(name).execute_in_process(
+            for group in groups:
+                result = defs.resolve_job_def(group.job.name).execute_in_process(
                     instance=instance,
                     raise_on_error=False,
                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
                     tags={"esm/trigger": "demo"},
+                    asset_selection=[dg.AssetKey(m.asset_key_path) for m in group.members],
                 )
                 results.append(result)
+                for failure in result.get_step_failure_events():
+                    data = failure.step_failure_data
+                    message = data.error.message if data.error is not None else "failed"
+                    first_line = without_dagster_prefix(message).splitlines()[0][:300]
+                    failures.append(f"{failure.step_key}: {first_line}")
                 for event in result.get_asset_materialization_events():
                     materialization = event.materialization
                     assert materialization is not None
@@ -167,6 +180,11 @@ def run_demo(customers: int = 200, charges: int = 1000, port: int | None = None)
         print(f"{len(results)} Dagster runs ({'success' if success else 'FAILED'}) "
               f"in {time.perf_counter() - started:.1f}s; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")  # fmt: skip
         print(format_table(rows, ["asset", "read", "written", "rejected", "pages", "seconds"]))
+        for line in failures:
+            print(f"FAILED {line}")
+        if others:
+            names = ", ".join(f"{s.system_name}/{s.stream}" for s in others)
+            print(f"Not part of the demo, not synced (`esm sync MAPPING`): {names}")
         counts = table_counts(url, ["user", "payment", "esm_quarantine"])
         print()
         print(format_table([{"table": k, "rows": v} for k, v in counts.items()], ["table", "rows"]))

@@ -25,7 +25,7 @@ from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import MappingSpec, record_failure
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun, SyncStatus
-from esm_dagster.catalog.tasks import close_tasks, open_task
+from esm_dagster.catalog.tasks import NEEDS_PERSON, close_tasks, open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.orchestration.naming import step_key
 from esm_dagster.orchestration.probe_job import PROBE_JOB, probe_run_config
@@ -41,12 +41,15 @@ log = logging.getLogger("esm_dagster.sensors")
 PROBE_INTERVAL = 300
 # A mapping in error for longer than this, with failing probes, gets a task for a person.
 STUCK_AFTER = dt.timedelta(days=1)
-NEEDS_PERSON = {"auth", "credential_error"}
 
 
 # "dagster._core.definitions.events.Failure: <our message>": the class path means nothing to the
 # person reading the alert or the mapping row.
 _DAGSTER_ERROR_PREFIX = re.compile(r"^dagster\._core\.[\w.]+: ")
+
+
+def without_dagster_prefix(text: str) -> str:
+    return _DAGSTER_ERROR_PREFIX.sub("", text.strip())
 
 
 def _dispatcher(database_url: str) -> AlertDispatcher:
@@ -69,7 +72,7 @@ def failed_mappings(
             continue
         data = event.step_failure_data
         text = data.error.message if data is not None and data.error is not None else entry.message
-        messages[by_step[event.step_key].id] = _DAGSTER_ERROR_PREFIX.sub("", text.strip())
+        messages[by_step[event.step_key].id] = without_dagster_prefix(text)
     failed = [s for s in specs if s.id in messages]
     if not failed and not records:
         selected = run.asset_selection or set()

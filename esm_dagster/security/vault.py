@@ -57,6 +57,11 @@ def _split_keys(raw: str) -> list[str]:
 
 def load_keys(environ: Mapping[str, str] | None = None) -> list[str]:
     """The keys, newest first: `ESM_FERNET_KEYS`, else `ESM_FERNET_KEYS_FILE`, else `$ESM_HOME/fernet.keys`."""
+    return keys_and_source(environ)[0]
+
+
+def keys_and_source(environ: Mapping[str, str] | None = None) -> tuple[list[str], str]:
+    """`load_keys` and where the keys came from (the variable's name or the file's path)."""
     env = os.environ if environ is None else environ
     raw = env.get(KEYS_ENV, "")
     source = KEYS_ENV
@@ -80,11 +85,12 @@ def load_keys(environ: Mapping[str, str] | None = None) -> list[str]:
             f"no Fernet key: {source} holds none; put a key there or set {KEYS_ENV}; "
             "`esm keys generate` prints a new key"
         )
-    return keys
+    return keys, source
 
 
 class Vault:
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], source: str = KEYS_ENV) -> None:
+        self.source = source  # named in "cannot be decrypted" errors: where to look for the key
         fernets = []
         for position, key in enumerate(keys):
             try:
@@ -101,7 +107,8 @@ class Vault:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Vault:
-        return cls(load_keys(environ))
+        keys, source = keys_and_source(environ)
+        return cls(keys, source)
 
     def __repr__(self) -> str:
         return "Vault(keys=***)"
@@ -123,7 +130,7 @@ class Vault:
             plain = json.loads(self._fernet.decrypt(str(token).encode()))
         except InvalidToken:
             raise VaultError(
-                f"mapping {mapping}: credentials cannot be decrypted with any key in {KEYS_ENV}"
+                f"mapping {mapping}: credentials cannot be decrypted with any key in {self.source}"
             ) from None
         return {str(k): Secret(str(v)) for k, v in plain.items()}
 
@@ -135,7 +142,7 @@ class Vault:
         try:
             return {CIPHERTEXT_FIELD: self._fernet.rotate(str(token).encode()).decode()}
         except InvalidToken:
-            raise VaultError(f"credentials cannot be decrypted with any key in {KEYS_ENV}") from None
+            raise VaultError(f"credentials cannot be decrypted with any key in {self.source}") from None
 
 
 def is_ciphertext(stored: Any) -> bool:

@@ -40,6 +40,7 @@ from esm_dagster.catalog.mappings import (
     stream_of,
 )
 from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState
+from esm_dagster.catalog.tasks import NEEDS_PERSON, open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.base import Page, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
@@ -613,4 +614,7 @@ def _finish(
         if report.status == "success":
             report.recovered = record_recovery(session, mapping_id, "synced successfully")
         else:
-            record_failure(session, mapping_id, report.error or "failed", threshold=error_threshold)
+            row = record_failure(session, mapping_id, report.error or "failed", threshold=error_threshold)
+            if row is not None and report.error_class in NEEDS_PERSON:
+                # However the sync was started (`esm sync`, Dagster), revoked keys need a person.
+                open_task(session, row, "credentials", report.error or "")

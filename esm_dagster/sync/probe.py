@@ -15,7 +15,7 @@ from typing import Any
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import get_mapping, record_recovery
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun
-from esm_dagster.catalog.tasks import open_task
+from esm_dagster.catalog.tasks import NEEDS_PERSON, open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.redact import redact_text
@@ -24,7 +24,6 @@ from esm_dagster.sync.engine import ProviderBuilder, describe_error, error_class
 
 log = logging.getLogger("esm_dagster.probe")
 # Errors no probe can fix: a person must issue new credentials.
-NEEDS_PERSON = {"auth", "credential_error"}
 
 
 @dataclass

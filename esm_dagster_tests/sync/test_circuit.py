@@ -158,7 +158,7 @@ def test_cli_lists_the_open_circuit_and_force_bypasses_it(
     assert circuit.half_opens_at is not None
     assert main(["mapping", "list"]) == 0
     listing = capsys.readouterr().out
-    assert f"error (circuit open until {circuit.half_opens_at.strftime('%H:%M')} UTC)" in listing
+    assert f"error (circuit open until {circuit.half_opens_at.strftime('%H:%M:%S')} UTC)" in listing
     assert main(["mapping", "list", "--json"]) == 0
     charges = next(r for r in json.loads(capsys.readouterr().out) if r["stream"] == "charges")
     assert (charges["status"], charges["circuit"]) == ("error", "open")
