@@ -67,6 +67,39 @@ def _add_column_sql(engine: Engine, table: str, column: str, type_: sa.types.Typ
     return f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {compiled}"
 
 
+def _family(type_: sa.types.TypeEngine, dialect: sa.engine.Dialect) -> str | None:
+    """What kind of value a column holds, engine aside (None: a type we do not judge)."""
+    if isinstance(type_, sa.types.TypeDecorator):
+        type_ = type_.load_dialect_impl(dialect)
+    for cls, family in (
+        (sa.Boolean, "boolean"),
+        (sa.Integer, "integer"),
+        (sa.Numeric, "numeric"),
+        (sa.DateTime, "timestamp"),
+        (sa.Date, "date"),
+        (sa.String, "text"),
+    ):
+        if isinstance(type_, cls):
+            return family
+    return None
+
+
+def _check_type(engine: Engine, table: str, column: str, existing: sa.types.TypeEngine, kind: str) -> None:
+    """Refuse, naming the column, to write a type the existing column does not hold.
+
+    Evolution never retypes a column (that could rewrite a data engineer's data), so a rules change
+    from `integer` to `string` would otherwise end in the database's own cryptic cast error.
+    """
+    have, want = _family(existing, engine.dialect), _family(column_type(kind), engine.dialect)
+    if have is None or want is None or have == want:
+        return
+    raise TargetTableError(
+        f"target column {table}.{column} is {existing} in the database, but the mapping now writes "
+        f"{kind!r} values into it; keep the column's type in the rules, map the field to a new "
+        "column, or change the column yourself (ALTER TABLE); esm never retypes a column"
+    )
+
+
 def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.Table:
     """Create or extend `table` so it has every mapped column; return a Table for writing."""
     _check_names(table, columns)
@@ -106,6 +139,10 @@ def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.T
                 "esm_external_id": sa.String(200),
                 "esm_synced_at": UTCDateTime(),
             }
+            reflected_types = {c["name"]: c["type"] for c in reflected}
+            for name, kind in columns.items():
+                if name in existing:
+                    _check_type(engine, table, name, reflected_types[name], kind)
             for name, type_ in wanted.items():
                 if name not in existing:
                     conn.execute(sa.text(_add_column_sql(engine, table, name, type_)))

@@ -69,3 +69,16 @@ def test_unfillable_not_null_column_is_named(db_url: str) -> None:
 def test_row_ids_are_stable_per_source() -> None:
     assert row_id("stripe/charges", "ch_1") == row_id("stripe/charges", "ch_1")
     assert row_id("stripe/charges", "ch_1") != row_id("stripe_eu/charges", "ch_1")
+
+
+def test_a_column_of_another_type_is_named_not_a_database_cast_error(db_url: str) -> None:
+    engine = get_engine(db_url)
+    ensure_table(engine, "booking", {"court": "integer", "starts_at": "timestamp", "note": "string"})
+    # Same kinds again (and text-like types into a text column) are fine.
+    ensure_table(engine, "booking", {"court": "integer", "note": "email"})
+    with pytest.raises(TargetTableError) as info:
+        ensure_table(engine, "booking", {"court": "string", "starts_at": "timestamp"})
+    message = str(info.value)
+    assert "booking.court" in message and "'string'" in message and "never retypes" in message
+    with pytest.raises(TargetTableError, match=r"booking\.starts_at"):
+        ensure_table(engine, "booking", {"starts_at": "date"})
