@@ -1,14 +1,13 @@
 """`esm mapping enable|disable|edit` and `esm tasks list`: changing the catalog a person operates.
 
-Each change command also asks a running Dagster UI to reload; here no UI listens (the URL is a
-closed loopback port), which must be reported in one line and never fail the command. The reload
+Each change command also asks a running Dagster UI to reload; here no UI listens (conftest points
+the URL at a closed loopback port), which must be reported in one line and never fail the command. The reload
 against a real `dagster dev` is covered by the UI end-to-end test.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,9 @@ CLUB = "Stripe Club Account"
 PLACEHOLDER_KEY = "sk_test_replace_me_with_a_restricted_key"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def catalog(db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
-    monkeypatch.setenv("ESM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ESM_DAGSTER_UI_URL", f"http://127.0.0.1:{closed_port()}")
+def catalog(db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)  # ESM_HOME and a closed UI URL: conftest
     assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
     return db_url
 

@@ -60,10 +60,6 @@ def clock_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%H:%M:%S UTC")
 
 
-def stamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def sync_config_of(row: ExternalSystemMapping) -> SyncConfig:
     """The row's sync settings, or the defaults when its rules do not validate."""
     try:

@@ -26,7 +26,7 @@ from esm_dagster.catalog.models import (
     SystemType,
     User,
 )
-from esm_dagster.catalog.types import utcnow
+from esm_dagster.catalog.types import utc_stamp, utcnow
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
 from esm_dagster.security.endpoints import EndpointRefused, check_endpoint
 from esm_dagster.security.vault import Vault
@@ -416,9 +416,7 @@ def get_mapping(session: Session, ref: str) -> ExternalSystemMapping:
 
 
 def age(moment: dt.datetime | None) -> str:
-    if moment is None:
-        return "never"
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "never" if moment is None else utc_stamp(moment)
 
 
 def _make_status_coherent(row: ExternalSystemMapping, active_given: bool) -> None:

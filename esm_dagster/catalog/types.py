@@ -69,3 +69,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def utc_stamp(moment: dt.datetime) -> str:
+    """How the CLI and messages show a moment: UTC, to the second."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

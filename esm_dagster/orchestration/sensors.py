@@ -25,7 +25,7 @@ from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import MappingSpec, record_failure
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun, SyncStatus
-from esm_dagster.catalog.tasks import NEEDS_PERSON, close_tasks, open_task
+from esm_dagster.catalog.tasks import close_tasks, open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.orchestration.naming import step_key
 from esm_dagster.orchestration.probe_job import PROBE_JOB, probe_run_config
@@ -125,8 +125,6 @@ def build_run_failure_sensor(specs: Sequence[MappingSpec], database_url: str) ->
                     circuit = circuit_of(session, row, utcnow())
                     opened = f" ({circuit.describe()})" if circuit.is_open else ""
                     state = f" The mapping's status is now {row.sync_status}{opened}."
-                if row is not None and error_class in NEEDS_PERSON:
-                    open_task(session, row, "credentials", message)
             alert = Alert.run_failure(
                 run_id=run.run_id,
                 message=message + state,

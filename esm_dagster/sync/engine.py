@@ -27,7 +27,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, stamp, trial_in_progress
+from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, trial_in_progress
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import (
     DEFAULT_ERROR_THRESHOLD,
@@ -41,7 +41,7 @@ from esm_dagster.catalog.mappings import (
 )
 from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState
 from esm_dagster.catalog.tasks import NEEDS_PERSON, open_task
-from esm_dagster.catalog.types import utcnow
+from esm_dagster.catalog.types import utc_stamp, utcnow
 from esm_dagster.providers.base import Page, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.rules.errors import Rejection
@@ -285,22 +285,22 @@ def _check_circuit(
     refusal: str | None = None
     if circuit.is_open:
         refusal = (
-            f"mapping {row.system_name!r}: circuit open since {stamp(circuit.opened_at)} after "
+            f"mapping {row.system_name!r}: circuit open since {utc_stamp(circuit.opened_at)} after "
             f"{row.error_count} consecutive failed syncs; no request sent to the provider. It half-opens "
-            f"at {stamp(circuit.half_opens_at)} (sync_config.circuit_cooldown_seconds="
+            f"at {utc_stamp(circuit.half_opens_at)} (sync_config.circuit_cooldown_seconds="
             f"{circuit.cooldown_seconds}); `esm sync --force` syncs now anyway.{last}"
         )
     else:
         trial = trial_in_progress(session, row, circuit, now, rules.sync.max_run_seconds, exclude=run.id)
         if trial is not None:
             refusal = (
-                f"mapping {row.system_name!r}: circuit half-open since {stamp(circuit.half_opens_at)} and "
-                f"its one trial sync (started {stamp(trial)}) is still running; no request sent to "
+                f"mapping {row.system_name!r}: circuit half-open since {utc_stamp(circuit.half_opens_at)} and "
+                f"its one trial sync (started {utc_stamp(trial)}) is still running; no request sent to "
                 f"the provider.{last}"
             )
     if refusal is None:
         row.last_error_message = (
-            f"circuit half-open since {stamp(circuit.half_opens_at)}: trial sync started {stamp(now)}.{last}"
+            f"circuit half-open since {utc_stamp(circuit.half_opens_at)}: trial sync started {utc_stamp(now)}.{last}"
         )[:4000]
         return None
     run.status = "failed"
