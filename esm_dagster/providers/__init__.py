@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec
+from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec, WriteSpec
 
 _REGISTRY: dict[str, str] = {
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
@@ -43,6 +43,7 @@ __all__ = [
     "ProviderError",
     "StreamSpec",
     "UnknownProviderError",
+    "WriteSpec",
     "available_providers",
     "get_provider_class",
 ]

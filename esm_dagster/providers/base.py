@@ -13,11 +13,14 @@ import abc
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
+
+if TYPE_CHECKING:
+    from esm_dagster.providers.context import ProviderContext
 
 ErrorClass = Literal["timeout", "auth", "rate_limit", "validation", "server", "client", "network"]
 ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
@@ -70,6 +73,29 @@ class StreamSpec:
     primary_key: str = "id"
     cursor_field: str | None = "created"
     max_page_size: int = 100
+    description: str = ""
+
+
+Idempotency = Literal["key", "natural", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSpec:
+    """One kind of write a provider makes, and what makes repeating it safe.
+
+    `idempotency`:
+    - `key`: the provider replays its first answer to a repeat carrying the same idempotency key
+      (Stripe `Idempotency-Key`, PayPal `PayPal-Request-Id`), so a retry after a lost answer is safe;
+    - `natural`: an upsert by a natural key (email, external id); repeating it changes nothing;
+    - `none`: a resend may write twice (Twilio messages, Telegram sendMessage); the transport does
+      not retry it blindly: after a lost answer `find_written` looks for the first attempt's result
+      before anything is sent again (`sync.outbound.write_records`).
+    """
+
+    name: str
+    operation: Literal["create", "update", "upsert", "send", "delete"]
+    idempotency: Idempotency
+    max_batch: int = 1
     description: str = ""
 
 
@@ -169,6 +195,16 @@ class Provider(abc.ABC):
     # Whether `latest_event` / `events_after` read a real change feed; without one, the real-time
     # sensor polls the streams instead.
     supports_events: ClassVar[bool] = False
+    # The writes, by name; outbound sync and `esm` pushes go through `write`.
+    WRITES: ClassVar[tuple[WriteSpec, ...]] = ()
+    # Credential fields that identify the account (not the tokens it is given): the rate-limit
+    # bucket key is built from these, so a refreshed access token keeps the same bucket.
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_context(cls, ctx: ProviderContext) -> Self:
+        """The client for a mapping row; every registered provider implements it."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a mapping")
 
     def streams(self) -> Sequence[StreamSpec]:
         return self.STREAMS
@@ -217,6 +253,38 @@ class Provider(abc.ABC):
             code="events_not_supported",
             retryable=False,
         )
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def write_spec(self, name: str) -> WriteSpec:
+        for spec in self.WRITES:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.WRITES) or "none"
+        raise ValueError(f"{self.name} has no write {name!r} (writes: {known})")
+
+    def write(
+        self, name: str, records: Sequence[dict[str, Any]], *, idempotency_keys: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Write one batch (at most `write_spec(name).max_batch` records); the provider's answer per record.
+
+        `idempotency_keys[i]` is deterministic for `records[i]` (mapping, record, version): the same
+        record written again carries the same key, on every retry and every re-run.
+        """
+        raise ProviderError(
+            f"{self.name} has no writes",
+            provider=self.name,
+            error_class="client",
+            code="writes_not_supported",
+            retryable=False,
+        )
+
+    def find_written(self, name: str, record: dict[str, Any], idempotency_key: str) -> dict[str, Any] | None:
+        """For a write with `idempotency="none"`: what an earlier attempt wrote for this record, or None.
+
+        Called after an attempt whose answer was lost (timeout, dropped connection, 5xx after the
+        provider may have acted), before any resend.
+        """
+        return None
 
     def close(self) -> None:
         return None

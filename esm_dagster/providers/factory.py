@@ -1,29 +1,33 @@
 """From a mapping row and its decrypted credentials to a ready provider client.
 
-Given the catalog URL, a mapping with `sync_config.rate_limiting` gets a client whose every request
-first takes a token from its credential's bucket in the catalog (`catalog.rate_limits`): built here,
-every path that builds a client (the engine under Dagster or `esm sync`, the probe, the sensors)
-is throttled alike. Without the URL or without `rate_limiting`, requests are not throttled.
+The same for every provider: the endpoint is checked, the transport policy is built from the row's
+`retry_attempts` and `timeout_seconds`, and, given the catalog URL, a mapping with
+`sync_config.rate_limiting` gets a limiter: every request first takes a token from its credential's
+bucket in the catalog (`catalog.rate_limits`). Built here, every path that builds a client (the
+engine under Dagster or `esm sync`, the probe, the sensors) is throttled alike. The provider class
+then reads its own credential fields from a `ProviderContext` (`Provider.from_context`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.catalog.rate_limits import SharedTokenBucket, credential_bucket_key
 from esm_dagster.providers import get_provider_class
 from esm_dagster.providers.base import Provider
-from esm_dagster.providers.stripe import StripeProvider
+from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.rules.schema import RulesError, parse_rules
 from esm_dagster.security.endpoints import check_endpoint
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 from esm_dagster.transport.bucket import BucketLimits, TokenSource
 
+__all__ = ["ProviderConfigError", "build_provider", "rate_limits_of", "resolve_stream"]
 
-class ProviderConfigError(ValueError):
-    pass
+# Fields that are tokens a credential is given, not the credential: never part of a bucket key.
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "expires_at", "token_type", "scope"})
 
 
 def resolve_stream(provider_name: str, stream: str | None) -> str:
@@ -36,14 +40,6 @@ def resolve_stream(provider_name: str, stream: str | None) -> str:
             f"sync_config.stream {stream!r} is not a stream of {provider_name} (streams: {', '.join(names)})"
         )
     return stream
-
-
-def _credential(credentials: dict[str, Any], mapping: str, *names: str) -> Secret:
-    for name in names:
-        value = credentials.get(name)
-        if value:
-            return value if isinstance(value, Secret) else Secret(str(value))
-    raise ProviderConfigError(f"mapping {mapping!r}: credentials.{names[0]} is missing")
 
 
 def rate_limits_of(row: ExternalSystemMapping) -> BucketLimits | None:
@@ -60,15 +56,30 @@ def rate_limits_of(row: ExternalSystemMapping) -> BucketLimits | None:
     return BucketLimits.from_rules(limiting.requests_per_minute, limiting.burst_limit)
 
 
+def bucket_identity(cls: type[Provider], credentials: Mapping[str, Any]) -> Secret:
+    """The credential's identity for its rate-limit bucket: its `IDENTITY_FIELDS`, else every
+    field but issued tokens; the same account always lands in the same bucket."""
+    names = cls.IDENTITY_FIELDS or tuple(sorted(k for k in credentials if k not in _TOKEN_FIELDS))
+    present = [(name, credentials.get(name)) for name in names if credentials.get(name)]
+    values = [(name, value.reveal() if isinstance(value, Secret) else str(value)) for name, value in present]
+    if len(values) == 1:
+        return Secret(values[0][1])  # one field (an API key): the key itself, as before
+    return Secret("\n".join(f"{name}={value}" for name, value in values))
+
+
 def _limiter(
-    row: ExternalSystemMapping, base_url: str, credential: Secret, catalog_url: str | None
+    row: ExternalSystemMapping,
+    cls: type[Provider],
+    base_url: str,
+    credentials: Mapping[str, Any],
+    catalog_url: str | None,
 ) -> TokenSource | None:
     if catalog_url is None:
         return None
     limits = rate_limits_of(row)
     if limits is None:
         return None
-    key = credential_bucket_key(row.provider_name, base_url, credential)
+    key = credential_bucket_key(row.provider_name, base_url, bucket_identity(cls, credentials))
     return SharedTokenBucket(catalog_url, key, limits, provider_name=row.provider_name)
 
 
@@ -76,17 +87,19 @@ def build_provider(
     row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
 ) -> Provider:
     """The row's client; `catalog_url` (where the rate-limit buckets live) turns its limit on."""
-    mapping = row.system_name
-    base_url = check_endpoint(row.api_endpoint, mapping=repr(mapping))
+    base_url = check_endpoint(row.api_endpoint, mapping=repr(row.system_name))
     cls = get_provider_class(row.provider_name)
-    if issubclass(cls, StripeProvider):
-        api_key = _credential(credentials, mapping, "api_key", "secret_key")
-        policy = TransportPolicy(
-            retry_attempts=int(row.retry_attempts),
-            timeout_seconds=float(row.timeout_seconds),
-            limiter=_limiter(row, base_url, api_key, catalog_url),
-        )
-        return cls(base_url=base_url, api_key=api_key, api_version=row.api_version, policy=policy)
-    raise ProviderConfigError(
-        f"mapping {mapping!r}: provider_name {row.provider_name!r} has no client factory"
+    policy = TransportPolicy(
+        retry_attempts=int(row.retry_attempts),
+        timeout_seconds=float(row.timeout_seconds),
+        limiter=_limiter(row, cls, base_url, credentials, catalog_url),
     )
+    ctx = ProviderContext(
+        row=row, credentials=credentials, base_url=base_url, policy=policy, catalog_url=catalog_url
+    )
+    try:
+        return cls.from_context(ctx)
+    except NotImplementedError:
+        raise ProviderConfigError(
+            f"mapping {row.system_name!r}: provider_name {row.provider_name!r} has no client factory"
+        ) from None

@@ -11,18 +11,17 @@ needs (Stripe's rules: retry on connection errors, on 409, on 5xx, on 429, and w
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Self
 
 import httpx
 import orjson
 
 from esm_dagster import __version__
 from esm_dagster.providers.base import CursorGuard, ErrorClass, Page, Provider, ProviderError, StreamSpec
-from esm_dagster.security.endpoints import is_loopback
+from esm_dagster.providers.context import ProviderContext
+from esm_dagster.providers.http import normalise_base_url, retry_after_seconds
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportMetrics, TransportPolicy
 
@@ -73,6 +72,16 @@ class StripeProvider(Provider):
         ),
     )
     supports_events: ClassVar[bool] = True
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
+
+    @classmethod
+    def from_context(cls, ctx: ProviderContext) -> Self:
+        return cls(
+            base_url=ctx.base_url,
+            api_key=ctx.secret("api_key", "secret_key"),
+            api_version=ctx.api_version,
+            policy=ctx.policy,
+        )
 
     def __init__(
         self,
@@ -100,7 +109,7 @@ class StripeProvider(Provider):
             retry_attempts=DEFAULT_RETRY_ATTEMPTS if retry_attempts is None else retry_attempts,
             timeout_seconds=DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds,
         )
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url = normalise_base_url(base_url, label="Stripe", strip_suffix="/v1")
         self.api_version = api_version or None
         self.timeout_seconds = self.policy.timeout_seconds
         self._secret = api_key
@@ -393,7 +402,7 @@ class StripeProvider(Provider):
             code=code,
             provider_message=message,
             retryable=retryable,
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
             request_id=response.headers.get("request-id"),
             method=method,
             url=self.base_url + path,
@@ -417,34 +426,3 @@ def _type_params(types: Sequence[str] | None) -> dict[str, str | list[str]]:
     if any("*" in name for name in names):
         raise ValueError("a wildcard event type (customer.*) can only be given alone")
     return {"types[]": names}
-
-
-def _retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _normalise_base_url(base_url: str) -> str:
-    """`https://api.stripe.com`, with or without a trailing `/v1`; http only for loopback."""
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("base_url must be an absolute http(s) URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("base_url must not carry credentials, a query or a fragment")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ValueError("Stripe is only reached over https (plain http is allowed for loopback emulators)")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
-    return f"{parts.scheme}://{parts.netloc}{path}"

@@ -77,8 +77,12 @@ class TransportPolicy:
         """Full-jitter backoff before retry number `attempt + 1` (`attempt` counts from 0)."""
         return self._rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
 
-    def call(self, fn: Callable[[], T], *, what: str) -> T:
-        """`fn()`, retried as the class docstring says; `what` names the call in logs."""
+    def call(self, fn: Callable[[], T], *, what: str, retry: bool = True) -> T:
+        """`fn()`, retried as the class docstring says; `what` names the call in logs.
+
+        `retry=False` makes one attempt (throttled and measured all the same): for writes that a
+        resend could duplicate, whose caller reconciles before trying again.
+        """
         attempt = 0
         while True:
             self._take_token(what)
@@ -87,7 +91,7 @@ class TransportPolicy:
                 result = fn()
             except ProviderError as error:
                 self.metrics.record_call(time.perf_counter() - started, error.error_class)
-                wait = self._wait_before_retry(error, attempt)
+                wait = self._wait_before_retry(error, attempt) if retry else None
                 if wait is None:
                     raise
                 rate_limited = error.error_class == "rate_limit" or error.retry_after is not None

@@ -17,7 +17,8 @@ import pytest
 from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.providers.base import ProviderError
 from esm_dagster.providers.factory import build_provider
-from esm_dagster.providers.stripe import StripeProvider, _retry_after
+from esm_dagster.providers.http import retry_after_seconds as _retry_after
+from esm_dagster.providers.stripe import StripeProvider
 from esm_dagster.sandbox.stripe import StripeEmulator
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
