@@ -7,6 +7,7 @@ and exit status 2; secrets never appear in that line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -413,6 +414,27 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test_connection(args: argparse.Namespace) -> int:
+    """One cheap authenticated call; the result goes on the mapping row and into its run history."""
+    from esm_dagster.security.vault import Vault
+    from esm_dagster.sync.probe import probe_mapping
+
+    url = _catalog_url()
+    vault = Vault.from_env()  # no key is a setup error, not the mapping's
+    result = probe_mapping(url, args.mapping, vault=vault)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+    elif result.ok:
+        recovered = " (mapping back to active)" if result.recovered else ""
+        print(f"ok: mapping {result.system_name!r} answered in {result.seconds:.3f} s{recovered}")
+    else:
+        print(
+            f"failed: mapping {result.system_name!r} ({result.error_class}): {_one_line(result.error or '')}",
+            file=sys.stderr,
+        )
+    return 0 if result.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from esm_dagster.demo.run import run_demo
 
@@ -516,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sync even if the mapping is disabled or its circuit is open (after a fix)",
     )
     sync.set_defaults(func=cmd_sync)
+
+    test_conn = sub.add_parser(
+        "test-connection", help="one cheap authenticated call to a mapping's provider; result on the row"
+    )
+    test_conn.add_argument("mapping", help="mapping id, system name or system/stream")
+    test_conn.add_argument("--json", action="store_true", help="print the result as JSON")
+    test_conn.set_defaults(func=cmd_test_connection)
 
     demo = sub.add_parser("demo", help="sync the demo catalog against the local emulators through Dagster")
     demo.add_argument("--customers", type=int, default=200)

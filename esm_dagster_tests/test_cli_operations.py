@@ -369,3 +369,32 @@ def test_a_revoked_key_in_a_cli_sync_opens_the_credentials_task(
     assert main(["tasks", "list", "--json"]) == 0
     (task,) = json.loads(capsys.readouterr().out)
     assert task["reason"] == "credentials" and task["status"] == "pending"
+
+
+def test_test_connection_reports_ok_and_a_revoked_key_without_printing_it(
+    demo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["test-connection", "stripe/charges"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: mapping 'Stripe' answered in "), out
+
+    revoked = "sk_test_revokedrevokedrevoked0000"
+    creds = tmp_path / "revoked.yaml"
+    creds.write_text(yaml.safe_dump({"api_key": revoked}))
+    assert main(["mapping", "edit", "stripe/charges", "--credentials", str(creds)]) == 0
+    capsys.readouterr()
+    assert main(["test-connection", "stripe/charges", "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["ok"] is False and result["error_class"] == "auth"
+    assert revoked not in captured.out + captured.err
+    # The result is on the mapping row and in its run history (a `probe` run each time).
+    with get_engine(demo).connect() as conn:
+        message = conn.execute(
+            sa.text(
+                "select last_error_message from external_system_mapping where last_error_message is not null"
+            )
+        ).scalar_one()
+        kinds = conn.execute(sa.text("select status from esm_sync_run where kind = 'probe'")).scalars().all()
+    assert "HTTP 401" in message and revoked not in message
+    assert sorted(kinds) == ["failed", "success"]
