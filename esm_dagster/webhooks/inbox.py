@@ -115,8 +115,10 @@ def batch_key(mapping_id: str, event_ids: Sequence[str]) -> str:
     return f"webhook:{digest[:32]}"
 
 
-def retry_key(key: str, attempt: int) -> str:
-    return f"{key.split('#', 1)[0]}#{attempt}"
+def next_key(key: str) -> str:
+    """The key of a batch's next attempt after its runs failed: `key#1`, `key#2`, ..."""
+    base, _, attempt = key.partition("#")
+    return f"{base}#{int(attempt or 0) + 1}"
 
 
 def _pending(mapping_id: uuid.UUID) -> Any:
