@@ -34,7 +34,14 @@ from esm_dagster.orchestration.status import runnable_mapping_ids
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault
-from esm_dagster.webhooks.inbox import claim_new, claimed_batches, mark_processed, next_key, rekey
+from esm_dagster.webhooks.inbox import (
+    claim_new,
+    claimed_batches,
+    has_event,
+    mark_processed,
+    next_key,
+    rekey,
+)
 from esm_dagster.webhooks.schemes import receives_webhooks, scheme_for
 
 log = logging.getLogger("esm_dagster.sensors")
@@ -228,6 +235,13 @@ def build_error_state_sensor(database_url: str) -> dg.SensorDefinition:
 # The tag that ties a run to the webhook batch it syncs: the sensor finds a batch's runs by it.
 WEBHOOK_BATCH_TAG = "esm/webhook_batch"
 _FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+# A webhook-fed mapping's provider is still polled this often (seconds), one `latest_event` call:
+# a delivery the provider gave up on (or never sent) shows as a newest event missing from the inbox.
+RECONCILE_INTERVAL = 300
+
+
+def _reconciled(mapping_id: str) -> str:
+    return f"{mapping_id}:reconciled_at"
 
 
 def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.SensorDefinition | None:
@@ -244,7 +258,8 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
             "Syncs each real_time mapping when its provider has news: webhook events waiting in the "
             "inbox (`esm webhooks serve`), run key from their event ids, marked processed once that "
             "run succeeded; mappings without a webhook key are polled for their newest event "
-            "(Stripe /v1/events) instead, run key the event id."
+            "(Stripe /v1/events) instead, run key the event id; webhook-fed ones are polled every "
+            "5 minutes to catch a newest event that never arrived as a webhook."
         ),
     )
     def _real_time(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -257,22 +272,33 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
                 continue
             try:
                 requests += inbox_requests(context, database_url, group, spec)
-                if webhook_fed(database_url, spec.id):
-                    continue  # pushed, not polled: the inbox is its change feed
+                fed = webhook_fed(database_url, spec.id)
+                if fed and time.time() - float(cursor.get(_reconciled(spec.id), 0)) < RECONCILE_INTERVAL:
+                    continue  # pushed: its inbox is its change feed between reconciliations
                 newest = newest_event(database_url, spec.id)
+                missed = fed and newest is not None and not has_event(database_url, spec.id, newest)
             except Exception as exc:  # one broken mapping must not stop the others
                 problems.append(f"{spec.system_name}: {redact_text(str(exc))}")
                 continue
             marker = newest or "none"
+            if fed:
+                cursor[_reconciled(spec.id)] = str(int(time.time()))
+                if not missed:  # the newest event came as a webhook (or there is none)
+                    cursor[spec.id] = marker
+                    continue
             if cursor.get(spec.id) == marker:
                 continue
             cursor[spec.id] = marker
+            tags = {"esm/mapping_id": spec.id, "esm/trigger_event": marker}
+            if fed:
+                tags["esm/reconcile"] = "missed_webhook"
+                context.log.info(f"{spec.system_name!r}: newest event {marker} never came as a webhook")
             requests.append(
                 dg.RunRequest(
                     run_key=f"{spec.id}:{marker}",
                     job_name=group.job.name,
                     asset_selection=[dg.AssetKey(spec.asset_key_path)],
-                    tags={"esm/mapping_id": spec.id, "esm/trigger_event": marker},
+                    tags=tags,
                 )
             )
         for problem in problems:

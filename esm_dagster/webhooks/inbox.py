@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.models import WebhookInboxEvent
 from esm_dagster.rules.redaction import redact_record
 from esm_dagster.security.secret import MASK
@@ -166,3 +167,14 @@ def mark_processed(session: Session, mapping_id: str, key: str, when: dt.datetim
         .values(processed_at=when)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def has_event(database_url: str, mapping_id: str, event_id: str) -> bool:
+    """Whether this provider event reached the mapping's inbox (the reconcile poll's question)."""
+    with session_factory(database_url)() as session:
+        found = session.scalar(
+            sa.select(WebhookInboxEvent.id).where(
+                WebhookInboxEvent.mapping_id == uuid.UUID(mapping_id), WebhookInboxEvent.event_id == event_id
+            )
+        )
+    return found is not None
