@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,7 +19,9 @@ LOOPBACK = "127.0.0.1"
 
 def serve(database_url: str, *, host: str = LOOPBACK, port: int = 8787) -> None:
     """Serve until interrupted. Proxy headers (`X-Forwarded-Proto/For`) are trusted from loopback
-    only, uvicorn's default, so a TLS-terminating proxy on the same host keeps the signed URL right."""
+    only, uvicorn's default, so a TLS-terminating proxy on the same host keeps the signed URL right.
+    Each delivery logs one line (mapping, provider, events stored, or why it was refused)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(build_app(database_url), host=host, port=port, proxy_headers=True, log_level="info")
 
 
