@@ -35,11 +35,13 @@ from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault
 from esm_dagster.webhooks.inbox import (
+    RETENTION,
     claim_new,
     claimed_batches,
     has_event,
     mark_processed,
     next_key,
+    prune,
     rekey,
 )
 from esm_dagster.webhooks.schemes import receives_webhooks, scheme_for
@@ -300,6 +302,12 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
                     asset_selection=[dg.AssetKey(spec.asset_key_path)],
                     tags=tags,
                 )
+            )
+        with session_factory(database_url).begin() as session:
+            pruned = prune(session, utcnow())
+        if pruned:
+            context.log.info(
+                f"deleted {pruned} webhook inbox event(s) processed over {RETENTION.days} days ago"
             )
         for problem in problems:
             context.log.warning(f"real_time poll failed: {problem}")

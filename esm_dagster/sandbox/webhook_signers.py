@@ -14,13 +14,15 @@ import hashlib
 import hmac
 import zlib
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
 
 Key = Secret | str
@@ -151,3 +153,13 @@ def paypal_headers(
         "PAYPAL-CERT-URL": cert_url,
         "PAYPAL-AUTH-ALGO": "SHA256withRSA",
     }
+
+
+# ---- sending -------------------------------------------------------------------------------------
+def deliver(url: str, headers: Mapping[str, str], body: bytes, *, timeout: float = 5.0) -> httpx.Response:
+    """POST a signed webhook the way the provider does, to a receiver on loopback only: an
+    emulator must never send anything to a real host."""
+    host = urlsplit(url).hostname or ""
+    if not is_loopback(host):
+        raise ValueError(f"emulated webhooks go to loopback only, not {host!r}")
+    return httpx.post(url, headers=dict(headers), content=body, timeout=timeout)

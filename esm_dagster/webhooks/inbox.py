@@ -178,3 +178,18 @@ def has_event(database_url: str, mapping_id: str, event_id: str) -> bool:
             )
         )
     return found is not None
+
+
+# Processed events older than this are deleted: providers retry for at most a few days (Stripe and
+# PayPal 3), and the rows are what recognises a retry, so they are kept well past that.
+RETENTION = dt.timedelta(days=30)
+
+
+def prune(session: Session, now: dt.datetime, retention: dt.timedelta = RETENTION) -> int:
+    """Delete processed events older than the retention; unprocessed ones are never deleted."""
+    result = session.execute(
+        sa.delete(WebhookInboxEvent).where(
+            WebhookInboxEvent.processed_at.is_not(None), WebhookInboxEvent.processed_at < now - retention
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
-import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -23,7 +22,7 @@ from esm_dagster.demo.run import DEMO_STRIPE_KEY
 from esm_dagster.orchestration.loader import build_definitions
 from esm_dagster.orchestration.sensors import WEBHOOK_BATCH_TAG
 from esm_dagster.sandbox.stripe import StripeEmulator
-from esm_dagster.sandbox.webhook_signers import stripe_signature_header
+from esm_dagster.sandbox.webhook_signers import deliver, stripe_signature_header
 from esm_dagster.security.vault import Vault
 from esm_dagster.webhooks.serve import BackgroundServer
 from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
@@ -64,10 +63,10 @@ def post_event(server: BackgroundServer, mapping_id: str, event_id: str, body: b
         ).encode()
     )
     header = stripe_signature_header(body, SECRET, int(time.time()))
-    response = httpx.post(
+    response = deliver(
         f"{server.url}/webhooks/{mapping_id}",
-        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-        content=body,
+        {"Stripe-Signature": header, "Content-Type": "application/json"},
+        body,
     )
     assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
 
@@ -203,3 +202,25 @@ def test_reconcile_runs_only_for_an_event_that_never_came_as_a_webhook(
     assert launch(defs, instance, reconcile).success
     tick.reconcile_due(mapping_id)
     assert tick() == []  # the same newest event: nothing new to reconcile
+
+
+def test_the_sensor_prunes_processed_events_after_the_retention_and_never_pending_ones(catalog: str) -> None:
+    import datetime as dt
+
+    from esm_dagster.catalog.types import utcnow
+    from esm_dagster.webhooks.inbox import RETENTION
+
+    _, _, tick, mapping_id = ticker(catalog)
+    tick()  # the start-up reconciliation
+    with BackgroundServer(catalog) as server:
+        post_event(server, mapping_id, "evt_old_processed")
+        post_event(server, mapping_id, "evt_old_pending")
+    long_ago = utcnow() - RETENTION - dt.timedelta(days=1)
+    with session_factory(catalog).begin() as session:
+        for row in session.scalars(sa.select(WebhookInboxEvent)):
+            row.received_at = long_ago
+            row.processed_at = long_ago if row.event_id == "evt_old_processed" else None
+    (request,) = tick()  # the old pending event still gets its run
+    assert request.tags["esm/webhook_events"] == "1"
+    with session_factory(catalog)() as session:
+        assert session.scalars(sa.select(WebhookInboxEvent.event_id)).all() == ["evt_old_pending"]

@@ -367,3 +367,8 @@ def test_verifiers_use_the_clock_they_are_given() -> None:
         401,
         "stale",
     )
+
+
+def test_emulators_deliver_to_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        signers.deliver("https://hooks.example/webhooks/x", {}, b"{}")
