@@ -12,7 +12,7 @@ The answers, chosen for how providers react to them:
 - 413: a body over the limit (`ESM_WEBHOOK_MAX_BODY_BYTES`, default 1 MiB).
 - 404: no such mapping, or its provider sends no signed webhooks.
 - 503: the mapping's key is not configured or cannot be decrypted: our problem, so the provider
-  keeps the event and retries.
+  keeps the event and retries. 500: the catalog failed; nothing stored, the provider retries.
 
 Reasons name the header, the mapping and the rule; never a secret, a signature or the body.
 """
@@ -104,6 +104,9 @@ class WebhookReceiver:
         except WebhookRejected as rejected:
             log.warning(f"webhook {ref!r} refused ({rejected.status}): {rejected.reason}")
             return Outcome(rejected.status, {"error": rejected.reason})
+        except Exception as exc:  # the catalog is down, ...: a 500 makes the provider retry later
+            log.error(f"webhook {ref!r} not stored: {type(exc).__name__}: {redact_text(str(exc))[:300]}")
+            return Outcome(500, {"error": "the delivery could not be stored; retry later"})
 
     def _receive(self, ref: str, request: SignedRequest) -> Outcome:
         with self.sessions.begin() as session:

@@ -196,3 +196,21 @@ def test_key_that_cannot_be_decrypted_is_a_503_without_the_key(
     )
     assert response.status_code == 503 and "cannot be decrypted" in response.json()["error"]
     assert stripe.secret not in response.text
+
+
+def test_a_catalog_failure_is_a_500_the_provider_retries(
+    db_url: str, server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from esm_dagster.catalog.db import get_engine
+
+    stripe = PROVIDERS["stripe"]()
+    mapping_id = add_mapping(db_url, "stripe", stripe.credentials)
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("DROP TABLE esm_webhook_inbox"))
+    delivery = stripe.sign("", 1, int(time.time()))
+    response = httpx.post(
+        f"{server.url}/webhooks/{mapping_id}", headers=delivery.headers, content=delivery.body
+    )
+    assert response.status_code == 500 and "retry later" in response.json()["error"]
+    assert "not stored" in caplog.text
+    assert stripe.secret not in response.text + caplog.text
