@@ -447,6 +447,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return run_ui(port=args.port, ui_port=args.ui_port)
 
 
+def cmd_webhooks_serve(args: argparse.Namespace) -> int:
+    from esm_dagster.webhooks.serve import serve
+
+    serve(_catalog_url(), host=args.host, port=args.port)
+    return 0
+
+
 def format_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[str(r.get(c, "")) for c in columns] for r in records]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -551,6 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--charges", type=int, default=1000)
     demo.add_argument("--port", type=int, default=None, help="Stripe emulator port (default 12111)")
     demo.set_defaults(func=cmd_demo)
+
+    hooks = sub.add_parser("webhooks", help="signed provider webhooks").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    hooks_serve = hooks.add_parser(
+        "serve", help="receive webhooks at POST /webhooks/<mapping> (ASGI, uvicorn)"
+    )
+    hooks_serve.add_argument("--host", default="127.0.0.1")
+    hooks_serve.add_argument("--port", type=int, default=8787)
+    hooks_serve.set_defaults(func=cmd_webhooks_serve)
 
     ui = sub.add_parser("ui", help="start the emulators and `dagster dev` on the demo catalog")
     ui.add_argument("--port", type=int, default=None, help="Stripe emulator port (default 12111)")

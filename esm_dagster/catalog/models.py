@@ -336,3 +336,36 @@ class RateLimitBucket(Base):
     capacity: Mapped[float] = mapped_column(Float, nullable=False)
     per_second: Mapped[float] = mapped_column(Float, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+
+
+class WebhookInboxEvent(Base):
+    """One provider event received by `esm webhooks serve`, verified, waiting for its sync.
+
+    The inbox is the hand-off between the receiver (which must answer the provider within
+    seconds) and the real_time sensor (which launches the sync). `event_id` is the provider's id
+    of the event, unique per mapping, so a provider retry never adds a row; `signature_digest`
+    is a SHA-256 of the signature the delivery carried, so the exact same signed request sent
+    twice is told apart from a retry. `batch_key` is set when the sensor asks for a run that
+    covers the event and `processed_at` once a run with that key succeeded. The payload is stored
+    with secret-looking fields masked.
+    """
+
+    __tablename__ = "esm_webhook_inbox"
+    __table_args__ = (UniqueConstraint("mapping_id", "event_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), nullable=False
+    )
+    provider: Mapped[str] = mapped_column(String(100), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    signature_digest: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    payload: Mapped[Any] = mapped_column(JSONType, nullable=False)
+    batch_key: Mapped[str | None] = mapped_column(String(100))
+    processed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+Index("ix_esm_webhook_inbox_pending", WebhookInboxEvent.mapping_id, WebhookInboxEvent.processed_at)
+Index("ix_esm_webhook_inbox_signature", WebhookInboxEvent.mapping_id, WebhookInboxEvent.signature_digest)

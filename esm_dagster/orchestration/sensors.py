@@ -1,5 +1,5 @@
 """Sensors: failed runs -> mapping row + alert; mappings in error -> health probes and tasks;
-real_time mappings -> a sync when the provider has new events.
+real_time mappings -> a sync when webhook events wait in the inbox or the provider has new events.
 
 Sensors run in the code server, not in a run: everything they decide is written to the catalog
 (rows, tasks, alert deliveries), so a restarted daemon repeats nothing. Alerts deduplicate on
@@ -34,6 +34,17 @@ from esm_dagster.orchestration.status import runnable_mapping_ids
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault
+from esm_dagster.webhooks.inbox import (
+    RETENTION,
+    claim_new,
+    claimed_batches,
+    has_event,
+    mark_processed,
+    next_key,
+    prune,
+    rekey,
+)
+from esm_dagster.webhooks.schemes import receives_webhooks, scheme_for
 
 log = logging.getLogger("esm_dagster.sensors")
 
@@ -223,6 +234,18 @@ def build_error_state_sensor(database_url: str) -> dg.SensorDefinition:
 
 
 # ---- real_time mappings ---------------------------------------------------------------------------
+# The tag that ties a run to the webhook batch it syncs: the sensor finds a batch's runs by it.
+WEBHOOK_BATCH_TAG = "esm/webhook_batch"
+_FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+# A webhook-fed mapping's provider is still polled this often (seconds), one `latest_event` call:
+# a delivery the provider gave up on (or never sent) shows as a newest event missing from the inbox.
+RECONCILE_INTERVAL = 300
+
+
+def _reconciled(mapping_id: str) -> str:
+    return f"{mapping_id}:reconciled_at"
+
+
 def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.SensorDefinition | None:
     members = [(g, m) for g in groups if g.cadence.frequency == "real_time" for m in g.members]
     if not members:
@@ -234,9 +257,11 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Polls each real_time mapping's provider for its newest event (Stripe /v1/events) and "
-            "launches a sync when it changed; the run key is the event id, so one event never "
-            "launches two runs."
+            "Syncs each real_time mapping when its provider has news: webhook events waiting in the "
+            "inbox (`esm webhooks serve`), run key from their event ids, marked processed once that "
+            "run succeeded; mappings without a webhook key are polled for their newest event "
+            "(Stripe /v1/events) instead, run key the event id; webhook-fed ones are polled every "
+            "5 minutes to catch a newest event that never arrived as a webhook."
         ),
     )
     def _real_time(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -248,21 +273,41 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
             if spec.id not in runnable:
                 continue
             try:
+                requests += inbox_requests(context, database_url, group, spec)
+                fed = webhook_fed(database_url, spec.id)
+                if fed and time.time() - float(cursor.get(_reconciled(spec.id), 0)) < RECONCILE_INTERVAL:
+                    continue  # pushed: its inbox is its change feed between reconciliations
                 newest = newest_event(database_url, spec.id)
+                missed = fed and newest is not None and not has_event(database_url, spec.id, newest)
             except Exception as exc:  # one broken mapping must not stop the others
                 problems.append(f"{spec.system_name}: {redact_text(str(exc))}")
                 continue
             marker = newest or "none"
+            if fed:
+                cursor[_reconciled(spec.id)] = str(int(time.time()))
+                if not missed:  # the newest event came as a webhook (or there is none)
+                    cursor[spec.id] = marker
+                    continue
             if cursor.get(spec.id) == marker:
                 continue
             cursor[spec.id] = marker
+            tags = {"esm/mapping_id": spec.id, "esm/trigger_event": marker}
+            if fed:
+                tags["esm/reconcile"] = "missed_webhook"
+                context.log.info(f"{spec.system_name!r}: newest event {marker} never came as a webhook")
             requests.append(
                 dg.RunRequest(
                     run_key=f"{spec.id}:{marker}",
                     job_name=group.job.name,
                     asset_selection=[dg.AssetKey(spec.asset_key_path)],
-                    tags={"esm/mapping_id": spec.id, "esm/trigger_event": marker},
+                    tags=tags,
                 )
+            )
+        with session_factory(database_url).begin() as session:
+            pruned = prune(session, utcnow())
+        if pruned:
+            context.log.info(
+                f"deleted {pruned} webhook inbox event(s) processed over {RETENTION.days} days ago"
             )
         for problem in problems:
             context.log.warning(f"real_time poll failed: {problem}")
@@ -270,6 +315,57 @@ def build_real_time_sensor(groups: Sequence[Group], database_url: str) -> dg.Sen
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor), skip_reason=skip)
 
     return _real_time
+
+
+def inbox_requests(
+    context: dg.SensorEvaluationContext, database_url: str, group: Group, spec: MappingSpec
+) -> list[dg.RunRequest]:
+    """The runs this mapping's webhook inbox needs now.
+
+    Events are marked processed when a run that covers them has *succeeded*, not when it is
+    requested: a request can still be lost (the daemon stops before creating the run) and a run
+    can fail, and either would drop the events if they were marked already. Until then each tick
+    asks again under the same run key, which Dagster launches at most once; a batch whose runs
+    all failed moves to a new key and is asked for again.
+    """
+    requests: list[dg.RunRequest] = []
+
+    def ask(key: str, count: int) -> None:
+        requests.append(
+            dg.RunRequest(
+                run_key=key,
+                job_name=group.job.name,
+                asset_selection=[dg.AssetKey(spec.asset_key_path)],
+                tags={"esm/mapping_id": spec.id, WEBHOOK_BATCH_TAG: key, "esm/webhook_events": str(count)},
+            )
+        )
+
+    with session_factory(database_url).begin() as session:
+        for key, count in claimed_batches(session, spec.id).items():
+            runs = context.instance.get_runs(filters=dg.RunsFilter(tags={WEBHOOK_BATCH_TAG: key}))
+            if any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs):
+                done = mark_processed(session, spec.id, key, utcnow())
+                context.log.info(f"{spec.system_name!r}: {done} webhook event(s) synced by batch {key}")
+            elif runs and all(run.status in _FAILED for run in runs):
+                new_key = next_key(key)
+                rekey(session, spec.id, key, new_key)
+                ask(new_key, count)
+            elif not runs:
+                ask(key, count)  # asked before but not launched yet: the same key launches once
+        claimed = claim_new(session, spec.id)
+        if claimed is not None:
+            ask(*claimed)
+    return requests
+
+
+def webhook_fed(database_url: str, mapping_id: str) -> bool:
+    """Whether the mapping's provider signs webhooks and its key is in the mapping's credentials."""
+    with session_factory(database_url)() as session:
+        row = session.get(ExternalSystemMapping, _uuid(mapping_id))
+        if row is None or scheme_for(row.provider_name) is None:
+            return False
+        stored, name, provider = row.credentials, row.system_name, row.provider_name
+    return receives_webhooks(provider, Vault.from_env().decrypt(stored, mapping=repr(name)))
 
 
 def newest_event(database_url: str, mapping_id: str) -> str | None:

@@ -18,7 +18,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
-HEAD = "0003_rate_limits"
+HEAD = "0004_webhook_inbox"
 
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
@@ -163,7 +163,7 @@ def test_rate_limits_migration_adds_and_drops_only_its_table(blank_db: str) -> N
     with get_engine(blank_db).connect() as conn:
         before = set(sa.inspect(conn).get_table_names())
     assert "esm_rate_limit" not in before
-    upgrade(blank_db)
+    upgrade(blank_db, "0003_rate_limits")
     with get_engine(blank_db).connect() as conn:
         inspector = sa.inspect(conn)
         assert set(inspector.get_table_names()) == before | {"esm_rate_limit"}
@@ -173,5 +173,25 @@ def test_rate_limits_migration_adds_and_drops_only_its_table(blank_db: str) -> N
         }  # fmt: skip
     downgrade(blank_db, "0002_operations")
     assert current_revision(blank_db) == "0002_operations"
+    with get_engine(blank_db).connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == before
+
+
+def test_webhook_inbox_migration_adds_and_drops_only_its_table(blank_db: str) -> None:
+    from esm_dagster.catalog.migrate import downgrade
+
+    upgrade(blank_db, "0003_rate_limits")
+    with get_engine(blank_db).connect() as conn:
+        before = set(sa.inspect(conn).get_table_names())
+    upgrade(blank_db)
+    with get_engine(blank_db).connect() as conn:
+        inspector = sa.inspect(conn)
+        assert set(inspector.get_table_names()) == before | {"esm_webhook_inbox"}
+        assert {c["name"] for c in inspector.get_columns("esm_webhook_inbox")} >= {
+            "provider", "mapping_id", "event_id", "event_type", "received_at", "payload", "processed_at",
+        }  # fmt: skip
+        (unique,) = inspector.get_unique_constraints("esm_webhook_inbox")
+        assert unique["column_names"] == ["mapping_id", "event_id"]
+    downgrade(blank_db, "0003_rate_limits")
     with get_engine(blank_db).connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) == before
