@@ -14,6 +14,7 @@ _REGISTRY: dict[str, str] = {
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
     "twilio": "esm_dagster.providers.twilio:TwilioProvider",
     "slack": "esm_dagster.providers.slack:SlackProvider",
+    "telegram": "esm_dagster.providers.telegram:TelegramProvider",
 }
 
 
