@@ -157,7 +157,9 @@ class TelegramProvider(JsonHttpProvider):
             timeout=httpx.Timeout(policy.timeout_seconds),
             follow_redirects=False,
         )
-        super().__init__(base_url, auth=None, policy=policy, client=client, secrets=(token,))
+        # The secret half alone must be masked too: a percent-encoded token no longer contains ":".
+        halves = tuple(Secret(part) for part in token.reveal().split(":", 1)[1:] if part)
+        super().__init__(base_url, auth=None, policy=policy, client=client, secrets=(token, *halves))
         self._own_client = client
 
     def __repr__(self) -> str:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.providers.base import ProviderError
+from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.providers.telegram import TelegramProvider
 from esm_dagster.sandbox.telegram import TelegramEmulator
 from esm_dagster.sandbox.telegram.data import BAD_PHONES
@@ -269,3 +271,23 @@ def test_a_run_that_dies_mid_stream_loses_no_update(
     resumed = run_mapping(db_url, "club bot/updates")
     assert resumed.resumed and resumed.records_read == 20
     assert {r[0] for r in rows(db_url, "message", "esm_external_id")} == set(expected_rows(queue))
+
+
+def config_context(credentials: dict[str, str]) -> ProviderContext:
+    return ProviderContext(
+        row=ExternalSystemMapping(system_name="Club Bot", provider_name="telegram"),
+        credentials=credentials,
+        base_url="https://api.telegram.org",
+        policy=fast_policy(),
+    )
+
+
+def test_a_token_of_the_wrong_shape_is_refused_without_showing_it() -> None:
+    with pytest.raises(ProviderConfigError) as err:
+        TelegramProvider.from_context(config_context({"bot_token": "xoxb-not-telegram-secret"}))
+    assert "credentials.bot_token" in str(err.value) and "not-telegram-secret" not in str(err.value)
+    with pytest.raises(ProviderConfigError, match=r"credentials\.bot_token is missing"):
+        TelegramProvider.from_context(config_context({}))
+    client = TelegramProvider.from_context(config_context({"bot_token": TOKEN}))
+    assert TOKEN not in repr(client) and TOKEN.split(":")[1] not in repr(client)
+    client.close()

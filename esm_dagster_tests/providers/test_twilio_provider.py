@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.providers.auth import BasicAuth
 from esm_dagster.providers.base import ProviderError
+from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.providers.markers import marker_for
 from esm_dagster.providers.twilio import TwilioProvider, parse_rfc2822
 from esm_dagster.sandbox.twilio import TwilioEmulator
@@ -284,3 +286,31 @@ def test_messages_sync_through_the_engine(db_url: str, fernet_key: str, emulator
     again = run_mapping(db_url, "club sms/messages")
     assert again.records_written == 0
     assert len(rows(db_url, "message", "id")) == len(loaded)
+
+
+def config_context(credentials: dict[str, str]) -> ProviderContext:
+    return ProviderContext(
+        row=ExternalSystemMapping(system_name="Club SMS", provider_name="twilio"),
+        credentials=credentials,
+        base_url="https://api.twilio.com",
+        policy=fast_policy(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("credentials", "field"),
+    [
+        ({"account_sid": "ACnothex", "auth_token": TOKEN}, "credentials.account_sid"),
+        ({"account_sid": ACCOUNT}, "credentials.auth_token"),
+        (
+            {"account_sid": ACCOUNT, "api_key_sid": "SK123", "api_key_secret": KEY_SECRET},
+            "credentials.api_key_sid",
+        ),
+        ({"account_sid": ACCOUNT, "api_key_sid": KEY_SID}, "credentials.api_key_secret"),
+    ],
+)
+def test_credential_problems_name_the_field_not_the_value(credentials: dict[str, str], field: str) -> None:
+    with pytest.raises(ProviderConfigError) as err:
+        TwilioProvider.from_context(config_context(credentials))
+    assert field in str(err.value)
+    assert TOKEN not in str(err.value) and KEY_SECRET not in str(err.value)
