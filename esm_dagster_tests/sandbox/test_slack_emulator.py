@@ -100,3 +100,16 @@ def test_seeding_is_deterministic() -> None:
             return [u["id"] for u in em.users()]
 
     assert ids(1) == ids(1) != ids(2)
+
+
+def test_a_mutation_between_pages_edits_a_served_member_and_adds_one(
+    http: httpx.Client, emulator: SlackEmulator
+) -> None:
+    emulator.faults.mutate_next(1, path="/api/users.list")
+    first = http.get("/users.list", params={"limit": 10}).json()
+    rest = http.get(
+        "/users.list", params={"limit": 100, "cursor": first["response_metadata"]["next_cursor"]}
+    ).json()
+    [(edited, joined)] = emulator.mutations
+    assert edited == first["members"][-1]["id"] and first["members"][-1]["profile"]["title"] == ""
+    assert rest["members"][-1]["id"] == joined and len(first["members"]) + len(rest["members"]) == 22

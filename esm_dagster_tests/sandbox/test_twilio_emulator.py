@@ -113,3 +113,16 @@ def test_seeding_is_deterministic() -> None:
             return [m["sid"] for m in em.messages()]
 
     assert sids(3) == sids(3) != sids(4)
+
+
+def test_a_mutation_between_pages_lands_behind_the_cursor(
+    http: httpx.Client, emulator: TwilioEmulator
+) -> None:
+    emulator.faults.mutate_next(1, backdate=60, path=LIST)
+    first = http.get(LIST, params={"PageSize": 20}).json()
+    second = http.get(first["next_page_uri"]).json()
+    [(changed, created)] = emulator.mutations
+    assert changed == first["messages"][-1]["sid"]
+    served = {m["sid"] for m in first["messages"] + second["messages"]}
+    assert created not in served and len(served) == 40  # newest first: the new one sorts onto page 1
+    assert emulator.messages()[0]["sid"] == created

@@ -16,7 +16,8 @@ What it implements, as Slack does (PROVIDERS.md §8; shapes checked against Slac
   HTTP 404 `unknown_method`.
 - `faults`: 429 `{ok:false,error:"ratelimited"}` with `Retry-After: <seconds>`, 5xx (body
   `internal_error`, this emulator's choice), delays, disconnects, lost responses after a post
-  committed, and pages continuing a cursor that repeat the last items of the page before.
+  committed, pages continuing a cursor that repeat the last items of the page before, and (on
+  `users.list`) a member edited plus a member joining between two pages (`mutate_next`).
 
 Not implemented: other methods, blocks rendering, threads beyond storing `thread_ts`, Events API.
 """
@@ -84,6 +85,7 @@ class SlackEmulator(LoopbackEmulator):
         self._users = [*data.seed_users(users, rng, start, end), self.bot]
         self._channels = data.seed_conversations(channels, self._users[:-1], rng, start, end)
         self._history: dict[str, list[dict[str, Any]]] = {}
+        self.mutations: list[tuple[str, str]] = []  # (member edited, member joined) per mutate fault
         for channel in self._channels:
             history = []
             for _ in range(messages_per_channel):
@@ -231,12 +233,41 @@ class SlackEmulator(LoopbackEmulator):
 
     def _users_list(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
+            if params.get("cursor"):
+                mutate = self.faults.take_handler_fault("mutate", path)
+                if mutate is not None:
+                    self._mutate_users(str(params["cursor"]), mutate.seconds)
             members, next_cursor = self._page(path, self._users, "user", "id", params, 100)
         return {
             "members": members,
             "cache_ts": int(self.clock()),
             "response_metadata": {"next_cursor": next_cursor},
         }
+
+    def _mutate_users(self, cursor: str, backdate: float) -> None:
+        """Between two pages: the member served just before the cursor edits their profile, and a
+        new member joins (at the end of the list), `backdate` seconds before the clock."""
+        try:
+            _, _, next_id = base64.b64decode(cursor, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return
+        ids = [u["id"] for u in self._users]
+        if next_id not in ids or ids.index(next_id) == 0:
+            return
+        now = int(self.clock())
+        served = self._users[ids.index(next_id) - 1]
+        served["profile"]["title"] = "Head coach"
+        served["updated"] = now
+        joined = data.user(
+            user_id=data.slack_id("U", self._rng),
+            first="New",
+            last="Member",
+            email=f"new.member.{len(self._users)}@padel.example",
+            phone="",
+            updated=int(now - backdate),
+        )
+        self._users.append(joined)
+        self.mutations.append((served["id"], joined["id"]))
 
     def _conversations_list(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         types = {t.strip() for t in str(params.get("types") or "public_channel").split(",") if t.strip()}

@@ -18,8 +18,9 @@ by `esm_dagster_tests/sandbox/test_twilio_contract.py`):
   an expired one (fault switch) the same.
 - Errors `{code, message, more_info, status}`; `faults`: 5xx code 20500, 429 code 20429 (with
   `Retry-After` only when `retry_after_header=True`: whether Messages sends it is unconfirmed),
-  delays, disconnects, lost responses after a send committed, and pages that repeat the last
-  messages of the page before (`duplicate_next`).
+  delays, disconnects, lost responses after a send committed, pages that repeat the last
+  messages of the page before (`duplicate_next`), and a message delivered plus a new one sent
+  between two pages (`mutate_next`; `mutations` lists them).
 
 Not implemented: media, message update/delete, status callbacks, other resources; the choice of
 code 21422 for an unreadable `DateSent` value is this emulator's, not a confirmed Twilio code.
@@ -104,6 +105,7 @@ class TwilioEmulator(LoopbackEmulator):
         self._messages: list[dict[str, Any]] = data.seed_messages(
             account_sid, sender, messages, seed, start, end
         )
+        self.mutations: list[tuple[str, str]] = []  # (sid changed, sid created) per mutate fault
         self._sort()
 
     def _sort(self) -> None:
@@ -219,6 +221,10 @@ class TwilioEmulator(LoopbackEmulator):
         filters = {k: params[k] for k in _FILTERS if k in params}
         token = params.get("PageToken")
         with self._lock:
+            if token and token.startswith("PA"):
+                mutate = self.faults.take_handler_fault("mutate", base)
+                if mutate is not None:
+                    self._mutate(token[2:], mutate.seconds)
             matching = [m for m in self._messages if predicate(m)]
             begin = 0
             if token:
@@ -250,6 +256,31 @@ class TwilioEmulator(LoopbackEmulator):
             "start": page * size,
             "uri": uri(**current),
         }
+
+    def _mutate(self, served_sid: str, backdate: float) -> None:
+        """Between two pages: the message the cursor names is delivered, and a new one is sent
+        `backdate` seconds ago (newest first, it lands among the pages already served)."""
+        now = int(self.clock())
+        for message in self._messages:
+            if message["sid"] == served_sid:
+                message["status"] = "delivered"
+                message["date_updated"] = data.rfc2822(now)
+        sent = int(now - backdate)
+        new = data.message(
+            account_sid=self.account_sid,
+            message_sid=data.sid("SM", self._rng),
+            to="+66811110000",
+            sender=self.sender,
+            body="Sent while you were paging",
+            status="sent",
+            direction="outbound-api",
+            created=sent,
+            sent=sent,
+            price="-0.00750",
+        )
+        self._messages.append(new)
+        self._sort()
+        self.mutations.append((served_sid, new["sid"]))
 
     @staticmethod
     def _page_size(value: str | None) -> int:
