@@ -293,14 +293,14 @@ class SlackProvider(JsonHttpProvider):
         )
 
     def http_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
-        error = provider_error = None
+        error = warning = None
         try:
             body = response.json()
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("error"), str):
             error = body["error"]
-            provider_error = _warning_text(body)
+            warning = _warning_text(body)
         error_class: ErrorClass
         if response.status_code == 429:
             error_class, retryable = "rate_limit", True
@@ -319,7 +319,7 @@ class SlackProvider(JsonHttpProvider):
             error_class=error_class,
             retryable=retryable,
             code=error,
-            message=provider_error,
+            message=warning,
         )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,6 +49,7 @@ from esm_dagster.transport import TransportPolicy
 MAX_PAGE_SIZE = 100  # getUpdates limit is 1..100
 TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 PLACEHOLDER = "/bot***/"
+_BOT_PATH = re.compile(r"/bot[^/]")
 # The update kinds that carry a message with a `date`, in the order they are looked for.
 MESSAGE_KINDS = (
     "message",
@@ -149,6 +151,9 @@ class TelegramProvider(JsonHttpProvider):
     ) -> None:
         if not isinstance(token, Secret) or not token:
             raise TypeError("token must be a non-empty esm_dagster.security.secret.Secret")
+        if _BOT_PATH.search(urlsplit(base_url).path):
+            # Never echo it: the path would hold the token, which belongs in credentials.bot_token.
+            raise ValueError("Telegram base_url must be the API host only (no /bot... path)")
         inner = transport or httpx.HTTPTransport(
             limits=httpx.Limits(max_keepalive_connections=4, max_connections=8)
         )

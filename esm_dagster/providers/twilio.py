@@ -214,9 +214,8 @@ class TwilioProvider(JsonHttpProvider):
 
     def _check_page_uri(self, uri: str) -> None:
         """A next-page URI must be this account's message list (relative, or on the mapping's origin)."""
-        if not isinstance(uri, str) or urlsplit(self.url_for(uri)).path != self.base_url_path(
-            self._messages_path
-        ):
+        expected = urlsplit(self.base_url).path + self._messages_path
+        if not isinstance(uri, str) or urlsplit(self.url_for(uri)).path != expected:
             raise ProviderError(
                 "the paging cursor is not a next_page_uri of this account's Messages.json",
                 provider=self.name,
@@ -225,9 +224,6 @@ class TwilioProvider(JsonHttpProvider):
                 url=str(uri),
                 secrets=self._secrets,
             )
-
-    def base_url_path(self, path: str) -> str:
-        return urlsplit(self.base_url).path + path
 
     def _in_window(self, message: dict[str, Any], start: int | None, end: int | None) -> bool:
         if start is None and end is None:

@@ -291,3 +291,9 @@ def test_a_token_of_the_wrong_shape_is_refused_without_showing_it() -> None:
     client = TelegramProvider.from_context(config_context({"bot_token": TOKEN}))
     assert TOKEN not in repr(client) and TOKEN.split(":")[1] not in repr(client)
     client.close()
+
+
+def test_an_endpoint_holding_the_token_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError) as err:
+        TelegramProvider(f"https://api.telegram.org/bot{TOKEN}", token=Secret(TOKEN), policy=fast_policy())
+    assert TOKEN.split(":")[1] not in str(err.value)
