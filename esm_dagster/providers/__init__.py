@@ -12,6 +12,9 @@ from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec
 
 _REGISTRY: dict[str, str] = {
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
+    "twilio": "esm_dagster.providers.twilio:TwilioProvider",
+    "slack": "esm_dagster.providers.slack:SlackProvider",
+    "telegram": "esm_dagster.providers.telegram:TelegramProvider",
 }
 
 

@@ -200,6 +200,10 @@ class Provider(abc.ABC):
     # Credential fields that identify the account (not the tokens it is given): the rate-limit
     # bucket key is built from these, so a refreshed access token keeps the same bucket.
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # Whether reading a page consumes what came before it (Telegram `getUpdates` confirms, and the
+    # server drops, every update below the offset it is asked for): the engine then stores each page
+    # before it asks for the next one and does not read ahead.
+    consuming_reads: ClassVar[bool] = False
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

@@ -5,4 +5,7 @@ checked against the provider's published OpenAPI document where one exists, and 
 switch (`emulator.faults`) for outages, rate limits, slow answers and dropped connections.
 
 - `esm_dagster.sandbox.stripe.StripeEmulator` (CLI: `python -m esm_dagster.sandbox.stripe`)
+- `esm_dagster.sandbox.twilio.TwilioEmulator` (CLI: `python -m esm_dagster.sandbox.twilio`)
+- `esm_dagster.sandbox.telegram.TelegramEmulator` (CLI: `python -m esm_dagster.sandbox.telegram`)
+- `esm_dagster.sandbox.slack.SlackEmulator` (CLI: `python -m esm_dagster.sandbox.slack`)
 """

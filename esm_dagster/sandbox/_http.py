@@ -350,6 +350,10 @@ class LoopbackEmulator:
         """What the request log keeps of a query string; subclasses mask credentials."""
         return query
 
+    def redact_path(self, path: str) -> str:
+        """What the request log keeps of a path; subclasses mask tokens carried in it (Telegram)."""
+        return path
+
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Self:
         if self._server is not None:
@@ -426,7 +430,9 @@ class LoopbackEmulator:
             self._count = 0
 
     def _record(self, request: Request) -> None:
-        entry = RecordedRequest(request.method, request.path, self.redact_query(request.query))
+        entry = RecordedRequest(
+            request.method, self.redact_path(request.path), self.redact_query(request.query)
+        )
         with self._log_lock:
             self._count += 1
             self._log.append(entry)

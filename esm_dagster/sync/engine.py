@@ -403,15 +403,19 @@ def _extract_and_load(
     batch: list[dict[str, Any]] = []
     last_cursor: str | None = after
     repeats = RepeatFilter(ctx.rules.sync.key)
-    pages: Iterator[Page] = prefetched(
-        provider.iter_pages(ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after)
+    pages: Iterator[Page] = provider.iter_pages(
+        ctx.stream, window_start=start, window_end=end, page_size=page_size, cursor=after
     )
+    # A consuming read (Telegram) confirms a page by asking for the next: store each page first.
+    consuming = bool(getattr(provider, "consuming_reads", False))
+    if not consuming:
+        pages = prefetched(pages)
     for page in pages:
         report.pages += 1
         batch.extend(repeats.fresh(page.records))
         report.duplicates_skipped = repeats.dropped
         last_cursor = page.next_cursor or last_cursor
-        if len(batch) >= batch_size or not page.has_more:
+        if len(batch) >= batch_size or not page.has_more or consuming:
             pending = {"start": start, "end": end, "after": last_cursor} if page.has_more else None
             _load_batch(ctx, batch, cursor, pending=pending, done_end=None if page.has_more else end)
             batch = []

@@ -1,0 +1,63 @@
+"""Run the Twilio emulator until interrupted.
+
+    ESM_TWILIO_EMULATOR_AUTH_TOKEN=... python -m esm_dagster.sandbox.twilio --port 12121 \\
+        --account-sid AC0123456789abcdef0123456789abcdef --messages 200 --seed 7
+
+The auth token comes from the environment only, which keeps it out of the process list. The first
+line on stdout is the URL; nothing prints the token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from esm_dagster.sandbox.twilio.emulator import TwilioEmulator
+
+AUTH_ENV = "ESM_TWILIO_EMULATOR_AUTH_TOKEN"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.twilio", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=12121)
+    parser.add_argument("--account-sid", required=True)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    token = os.environ.get(AUTH_ENV, "")
+    if not token:
+        print(f"error: set {AUTH_ENV}", file=sys.stderr)
+        return 2
+    emulator = TwilioEmulator(
+        account_sid=args.account_sid,
+        auth_token=token,
+        messages=args.messages,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+    )
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator.start()
+    print(emulator.url, flush=True)
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
