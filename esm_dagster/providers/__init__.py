@@ -12,6 +12,8 @@ from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec
 
 _REGISTRY: dict[str, str] = {
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
+    "sendgrid": "esm_dagster.providers.sendgrid:SendGridProvider",
+    "mixpanel": "esm_dagster.providers.mixpanel:MixpanelProvider",
 }
 
 
