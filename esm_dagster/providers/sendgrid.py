@@ -32,7 +32,12 @@ import orjson
 from esm_dagster.providers.auth import BearerAuth
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
-from esm_dagster.providers.http import HttpResult, JsonHttpProvider, default_classification, normalise_base_url
+from esm_dagster.providers.http import (
+    HttpResult,
+    JsonHttpProvider,
+    default_classification,
+    normalise_base_url,
+)
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 
@@ -128,9 +133,7 @@ class SendGridProvider(JsonHttpProvider):
             return super().error_details(body)
         items = [e for e in errors if isinstance(e, dict)]
         fields = [str(e["field"]) for e in items if e.get("field")]
-        messages = [
-            (f"{e['field']}: " if e.get("field") else "") + str(e.get("message", "")) for e in items
-        ]
+        messages = [(f"{e['field']}: " if e.get("field") else "") + str(e.get("message", "")) for e in items]
         return (fields[0] if fields else None), "; ".join(m for m in messages if m) or None
 
     def http_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
@@ -192,15 +195,20 @@ class SendGridProvider(JsonHttpProvider):
             result = self.request("GET", path, params={**params, "offset": offset})
             rows = result.body
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise self.protocol_error(f"{path} did not answer a JSON array of objects", "unexpected_response",
-                                          url=self.url_for(path))
+                raise self.protocol_error(
+                    f"{path} did not answer a JSON array of objects",
+                    "unexpected_response",
+                    url=self.url_for(path),
+                )
             has_more = len(rows) == limit  # a short page is the last one
             next_cursor = None
             if has_more:
                 offset += len(rows)
                 next_cursor = str(offset)
                 guard.check(next_cursor)
-            yield Page(records=rows, has_more=has_more, next_cursor=next_cursor, request_seconds=result.seconds)
+            yield Page(
+                records=rows, has_more=has_more, next_cursor=next_cursor, request_seconds=result.seconds
+            )
             if not has_more:
                 return
 
@@ -213,7 +221,9 @@ class SendGridProvider(JsonHttpProvider):
             return
         for i in range(0, len(records), size):
             has_more = i + size < len(records)
-            yield Page(records=records[i : i + size], has_more=has_more, next_cursor=None, request_seconds=seconds)
+            yield Page(
+                records=records[i : i + size], has_more=has_more, next_cursor=None, request_seconds=seconds
+            )
             seconds = 0.0
 
     def export_contacts(self) -> list[dict[str, Any]]:
@@ -222,7 +232,9 @@ class SendGridProvider(JsonHttpProvider):
         answer = self.request("POST", path, json={"file_type": "json"}, ok=(200, 202)).body
         export_id = answer.get("id") if isinstance(answer, dict) else None
         if not isinstance(export_id, str) or not export_id:
-            raise self.protocol_error("the export answer has no id", "unexpected_response", "POST", self.url_for(path))
+            raise self.protocol_error(
+                "the export answer has no id", "unexpected_response", "POST", self.url_for(path)
+            )
         deadline = time.monotonic() + self.export_timeout_seconds
         for attempt in range(10_000):
             status = self.request("GET", f"{path}/{export_id}").body
@@ -299,7 +311,9 @@ class SendGridProvider(JsonHttpProvider):
         try:
             rows = [orjson.loads(line) for line in content.splitlines() if line.strip()]
         except orjson.JSONDecodeError:
-            raise self.protocol_error("an export file is not JSON lines", "invalid_json", url=target) from None
+            raise self.protocol_error(
+                "an export file is not JSON lines", "invalid_json", url=target
+            ) from None
         return [r for r in rows if isinstance(r, dict)]
 
     def probe(self) -> float:
@@ -315,7 +329,9 @@ class SendGridProvider(JsonHttpProvider):
         if len(records) > spec.max_batch:
             raise ValueError(f"{name} takes at most {spec.max_batch} records per call")
         if name == "mail_send":
-            return [self._send_mail(record, key) for record, key in zip(records, idempotency_keys, strict=True)]
+            return [
+                self._send_mail(record, key) for record, key in zip(records, idempotency_keys, strict=True)
+            ]
         if not records:
             return []
         answer = self._upsert_contacts(records)
@@ -327,7 +343,11 @@ class SendGridProvider(JsonHttpProvider):
         custom_args[MARKER_ARG] = write_marker(key)
         body["custom_args"] = custom_args
         result = self.request("POST", "/v3/mail/send", json=body, ok=(202,), parse="none", retry=False)
-        return {"status": result.status, "message_id": result.headers.get("x-message-id"), MARKER_ARG: custom_args[MARKER_ARG]}
+        return {
+            "status": result.status,
+            "message_id": result.headers.get("x-message-id"),
+            MARKER_ARG: custom_args[MARKER_ARG],
+        }
 
     def _upsert_contacts(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         body = {"contacts": [dict(r) for r in records]}

@@ -36,15 +36,13 @@ def iso(seconds: float) -> str:
 
 
 def seed_contacts(rng: random.Random, count: int, start: int, end: int) -> list[dict[str, Any]]:
-    contacts = []
+    contacts: list[dict[str, Any]] = []
     for i in range(count):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         created = rng.randrange(start, end)
         updated = min(end - 1, created + rng.randrange(0, 30 * 86400))
         phone = (
-            _BAD_PHONES[i % len(_BAD_PHONES)]
-            if i % 9 == 4
-            else f"+66{rng.randrange(810000000, 899999999)}"
+            _BAD_PHONES[i % len(_BAD_PHONES)] if i % 9 == 4 else f"+66{rng.randrange(810000000, 899999999)}"
         )
         contacts.append(
             {
@@ -65,7 +63,9 @@ def seed_contacts(rng: random.Random, count: int, start: int, end: int) -> list[
     return contacts
 
 
-def seed_suppressions(rng: random.Random, count: int, start: int, end: int) -> dict[str, list[dict[str, Any]]]:
+def seed_suppressions(
+    rng: random.Random, count: int, start: int, end: int
+) -> dict[str, list[dict[str, Any]]]:
     """`count` entries per list; every seventh bounce and block address is malformed."""
     lists: dict[str, list[dict[str, Any]]] = {}
     for name in SUPPRESSION_LISTS:

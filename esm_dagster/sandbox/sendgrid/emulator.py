@@ -98,7 +98,9 @@ class SendGridEmulator(LoopbackEmulator):
         self._key_texts = keys
         rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.contacts: dict[str, dict[str, Any]] = {c["email"]: c for c in seed_contacts(rng, contacts, start, end)}
+        self.contacts: dict[str, dict[str, Any]] = {
+            c["email"]: c for c in seed_contacts(rng, contacts, start, end)
+        }
         self.suppressions = seed_suppressions(rng, suppressions, start, end)
         self.messages: list[dict[str, Any]] = []  # every accepted mail send: message_id and body
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -234,36 +236,54 @@ class SendGridEmulator(LoopbackEmulator):
         personalizations = body.get("personalizations")
         if not isinstance(personalizations, list) or not 1 <= len(personalizations) <= 1000:
             raise SendGridError(
-                400, "The personalizations field is required and must have at least one personalization.",
+                400,
+                "The personalizations field is required and must have at least one personalization.",
                 "personalizations",
             )
         template = body.get("template_id")
         for i, item in enumerate(personalizations):
             to = item.get("to") if isinstance(item, dict) else None
             if not isinstance(to, list) or not to:
-                raise SendGridError(400, "The to array is required for all personalization objects, "
-                                    "and must have at least one email object with a valid email address.",
-                                    f"personalizations.{i}.to")
+                raise SendGridError(
+                    400,
+                    "The to array is required for all personalization objects, "
+                    "and must have at least one email object with a valid email address.",
+                    f"personalizations.{i}.to",
+                )
             for j, recipient in enumerate(to):
                 if not isinstance(recipient, dict) or not valid_email(recipient.get("email")):
-                    raise SendGridError(400, "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email")
+                    raise SendGridError(
+                        400, "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
+                    )
             if not template and not body.get("subject") and not item.get("subject"):
-                raise SendGridError(400, "The subject is required. You can get around this requirement if you "
-                                    "use a template with a subject defined or if every personalization has a "
-                                    "subject defined.", "subject")
+                raise SendGridError(
+                    400,
+                    "The subject is required. You can get around this requirement if you "
+                    "use a template with a subject defined or if every personalization has a "
+                    "subject defined.",
+                    "subject",
+                )
         sender = body.get("from")
         if not isinstance(sender, dict) or not valid_email(sender.get("email")):
-            raise SendGridError(400, "The from object must be provided for every email send. It is an object "
-                                "that requires an email parameter, but may also contain a name parameter.",
-                                "from.email")
+            raise SendGridError(
+                400,
+                "The from object must be provided for every email send. It is an object "
+                "that requires an email parameter, but may also contain a name parameter.",
+                "from.email",
+            )
         content = body.get("content")
         if not template and (not isinstance(content, list) or not content):
-            raise SendGridError(400, "Unless a valid template_id is provided, the content parameter is required. "
-                                "There must be at least one defined content block.", "content")
+            raise SendGridError(
+                400,
+                "Unless a valid template_id is provided, the content parameter is required. "
+                "There must be at least one defined content block.",
+                "content",
+            )
         custom_args = body.get("custom_args", {})
         if not isinstance(custom_args, dict) or not all(isinstance(v, str) for v in custom_args.values()):
-            raise SendGridError(400, "Invalid type. Expected: object, given: " + type(custom_args).__name__,
-                                "custom_args")
+            raise SendGridError(
+                400, "Invalid type. Expected: object, given: " + type(custom_args).__name__, "custom_args"
+            )
         message_id = secrets.token_urlsafe(16)[:22]
         with self._lock:
             self.messages.append({"message_id": message_id, "received_at": int(time.time()), "body": body})
@@ -317,7 +337,9 @@ class SendGridEmulator(LoopbackEmulator):
             raise SendGridError(400, "query is required", "query")
         equals, like = _SGQL_EQUALS.match(query), _SGQL_LIKE.match(query)
         if equals is None and like is None:
-            raise SendGridError(400, "the emulator supports only email = '...' and email LIKE '...%'", "query")
+            raise SendGridError(
+                400, "the emulator supports only email = '...' and email LIKE '...%'", "query"
+            )
         with self._lock:
             if equals is not None:
                 found = [c for e, c in self.contacts.items() if e == equals.group(1)]
@@ -342,7 +364,10 @@ class SendGridEmulator(LoopbackEmulator):
                 "contacts": snapshot,
                 "signature": secrets.token_hex(16),
             }
-        return {"id": export_id, "_metadata": {"self": f"{self.url}/v3/marketing/contacts/exports/{export_id}"}}
+        return {
+            "id": export_id,
+            "_metadata": {"self": f"{self.url}/v3/marketing/contacts/exports/{export_id}"},
+        }
 
     def _export_status(self, export_id: str) -> dict[str, Any]:
         with self._lock:
