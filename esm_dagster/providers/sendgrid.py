@@ -185,6 +185,7 @@ class SendGridProvider(JsonHttpProvider):
         if end is not None:
             params["end_time"] = int(end) - 1  # SendGrid's end_time is inclusive
         guard = CursorGuard(self.name, name)
+        previous: tuple[Any, ...] | None = None
         offset = 0
         if cursor is not None:
             if not cursor.isdigit():
@@ -200,6 +201,18 @@ class SendGridProvider(JsonHttpProvider):
                     "unexpected_response",
                     url=self.url_for(path),
                 )
+            signature = _page_signature(rows)
+            if rows and signature == previous:
+                raise ProviderError(
+                    f"the {name} list answered offset {offset} with the same page as the offset before; "
+                    "stopping instead of looping",
+                    provider=self.name,
+                    error_class="server",
+                    code="repeated_page",
+                    method="GET",
+                    url=self.url_for(path),
+                )
+            previous = signature
             has_more = len(rows) == limit  # a short page is the last one
             next_cursor = None
             if has_more:
@@ -389,6 +402,11 @@ def reset_wait(value: str | None, now: float | None = None) -> float | None:
     except ValueError:
         return None
     return max(0.0, reset - (time.time() if now is None else now))
+
+
+def _page_signature(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """What tells two pages apart: (email, created) of every row."""
+    return tuple((r.get("email"), r.get("created")) for r in rows)
 
 
 def _json(response: httpx.Response) -> Any:

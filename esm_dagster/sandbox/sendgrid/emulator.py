@@ -411,6 +411,10 @@ class SendGridEmulator(LoopbackEmulator):
             raise SendGridError(400, f"limit must be between 1 and {MAX_LIMIT}", "limit")
         if offset is None or offset < 0:
             raise SendGridError(400, "offset must be >= 0", "offset")
+        if offset > 0:  # a `duplicate` fault: this page starts early, as if offsets had shifted
+            fault = self.faults.take_handler_fault("duplicate", f"/v3/suppression/{name}")
+            if fault is not None:
+                offset = max(0, offset - fault.items)
         with self._lock:
             rows = [
                 dict(r)
