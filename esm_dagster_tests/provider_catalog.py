@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from esm_dagster.catalog.db import session_factory
@@ -15,3 +16,11 @@ def register(db_url: str, *items: dict[str, Any]) -> None:
     with session_factory(db_url).begin() as session:
         for item in items:
             upsert_mapping(session, vault, MappingInput.model_validate(item))
+
+
+def as_utc(value: object) -> dt.datetime:
+    """A loaded timestamp as an aware UTC datetime (SQLite hands back text, PostgreSQL datetimes)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime), value
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

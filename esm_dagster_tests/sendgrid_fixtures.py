@@ -22,7 +22,12 @@ def sendgrid_emulator(**kwargs: Any) -> Iterator[SendGridEmulator]:
 
 
 def client(
-    emulator: SendGridEmulator, *, key: str = KEY, retry_attempts: int = 2, timeout: float = 5.0, **policy: Any
+    emulator: SendGridEmulator,
+    *,
+    key: str = KEY,
+    retry_attempts: int = 2,
+    timeout: float = 5.0,
+    **policy: Any,
 ) -> SendGridProvider:
     return SendGridProvider(
         emulator.url,
@@ -45,4 +50,3 @@ def mapping(url: str, stream: str, rules: dict[str, Any], **fields: Any) -> dict
         "mapping_rules": {**rules, "sync_config": {**rules.get("sync_config", {}), "stream": stream}},
         **fields,
     }
-

@@ -71,10 +71,16 @@ def test_window_is_start_inclusive_end_exclusive_on_created(emulator: SendGridEm
     emulator.add_suppression("unsubscribes", "inside@mail.example", start + 300)
     emulator.add_suppression("unsubscribes", "at.end@mail.example", end)
     with client(emulator) as sg:
-        got = [r["email"] for p in sg.iter_pages("unsubscribes", window_start=start, window_end=end) for r in p.records]
+        got = [
+            r["email"]
+            for p in sg.iter_pages("unsubscribes", window_start=start, window_end=end)
+            for r in p.records
+        ]
     expected = [r["email"] for r in newest_first(emulator, "unsubscribes") if start <= r["created"] < end]
     assert got == expected
-    assert "at.start@mail.example" in got and "inside@mail.example" in got and "at.end@mail.example" not in got
+    assert (
+        "at.start@mail.example" in got and "inside@mail.example" in got and "at.end@mail.example" not in got
+    )
     query = parse_qs(emulator.requests[0].query)
     assert query["start_time"] == [str(start)] and query["end_time"] == [str(end - 1)]
 
@@ -86,7 +92,9 @@ def test_contacts_come_through_an_export_job(emulator: SendGridEmulator) -> None
     got = [r for p in pages for r in p.records]
     assert [len(p.records) for p in pages] == [10, 10, 5]
     assert [p.has_more for p in pages] == [True, True, False]
-    assert sorted(got, key=lambda c: c["email"]) == sorted(emulator.contacts.values(), key=lambda c: c["email"])
+    assert sorted(got, key=lambda c: c["email"]) == sorted(
+        emulator.contacts.values(), key=lambda c: c["email"]
+    )
     paths = [r.path for r in emulator.requests]
     assert paths[0] == "/v3/marketing/contacts/exports"
     assert paths[1:4] == [paths[1]] * 3 and paths[1].startswith("/v3/marketing/contacts/exports/")
@@ -103,18 +111,28 @@ def test_contacts_window_filters_on_updated_at(emulator: SendGridEmulator) -> No
 
     start, end = seconds(stamps[5]), seconds(stamps[15])
     with client(emulator) as sg:
-        got = {r["email"] for p in sg.iter_pages("contacts", window_start=start, window_end=end) for r in p.records}
+        got = {
+            r["email"]
+            for p in sg.iter_pages("contacts", window_start=start, window_end=end)
+            for r in p.records
+        }
     expected = {c["email"] for c in emulator.contacts.values() if start <= seconds(c["updated_at"]) < end}
     assert got == expected and len(got) >= 10
 
 
 def test_contacts_upsert_is_read_back_and_repeating_it_changes_nothing(emulator: SendGridEmulator) -> None:
     before = len(emulator.contacts)
-    record = {"email": "New.Member@Club.Example", "first_name": "Nok", "custom_fields": {"member_level": "gold"}}
+    record = {
+        "email": "New.Member@Club.Example",
+        "first_name": "Nok",
+        "custom_fields": {"member_level": "gold"},
+    }
     with client(emulator) as sg:
         first = sg.write("contacts_upsert", [record], idempotency_keys=["m-1"])
         again = sg.write("contacts_upsert", [record], idempotency_keys=["m-1"])
-        read = [r for p in sg.iter_pages("contacts") for r in p.records if r["email"] == "new.member@club.example"]
+        read = [
+            r for p in sg.iter_pages("contacts") for r in p.records if r["email"] == "new.member@club.example"
+        ]
     assert first[0]["status"] == 202 and first[0]["job_id"] and again[0]["job_id"] != first[0]["job_id"]
     assert len(emulator.contacts) == before + 1
     assert len(read) == 1
@@ -126,7 +144,9 @@ def test_mail_send_carries_the_marker_and_is_sent_once(emulator: SendGridEmulato
         answer = sg.write("mail_send", [mail("ana@club.example")], idempotency_keys=["booking-17:v1"])
     sent = emulator.sent_to("ana@club.example")
     assert len(sent) == 1
-    assert answer == [{"status": 202, "message_id": sent[0]["message_id"], MARKER_ARG: write_marker("booking-17:v1")}]
+    assert answer == [
+        {"status": 202, "message_id": sent[0]["message_id"], MARKER_ARG: write_marker("booking-17:v1")}
+    ]
     assert sent[0]["body"]["custom_args"] == {MARKER_ARG: write_marker("booking-17:v1")}
 
 

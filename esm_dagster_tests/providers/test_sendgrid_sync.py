@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from esm_dagster.catalog.db import get_engine
 from esm_dagster.sandbox.sendgrid import SendGridEmulator
 from esm_dagster.sync.engine import SyncFailed, run_mapping
-from esm_dagster_tests.provider_catalog import register
+from esm_dagster_tests.provider_catalog import as_utc, register
 from esm_dagster_tests.sendgrid_fixtures import KEY, mapping, sendgrid_emulator
 
 BOUNCE_RULES = {
@@ -59,24 +59,19 @@ def rows(url: str, sql: str) -> list[sa.Row]:
         return list(conn.execute(sa.text(sql)).all())
 
 
-def utc(value: object) -> dt.datetime:
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    assert isinstance(value, dt.datetime)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def test_bounces_load_exactly_and_a_second_run_adds_nothing(catalog: str, emulator: SendGridEmulator) -> None:
     first = run_mapping(catalog, "sendgrid/bounces")
     source = {b["email"]: b for b in emulator.suppressions["bounces"]}
     assert first.records_read == 40 and first.pages >= 1
     assert first.records_written + first.records_rejected == 40
-    loaded = rows(catalog, "select esm_external_id, email, suppressed_at, reason, smtp_status from email_suppression")
+    loaded = rows(
+        catalog, "select esm_external_id, email, suppressed_at, reason, smtp_status from email_suppression"
+    )
     assert len(loaded) == first.records_written
     for external_id, email, suppressed_at, reason, status in loaded:
         bounce = source[external_id]
         assert email == bounce["email"]
-        assert utc(suppressed_at) == dt.datetime.fromtimestamp(bounce["created"], dt.UTC)
+        assert as_utc(suppressed_at) == dt.datetime.fromtimestamp(bounce["created"], dt.UTC)
         assert (reason, status) == (bounce["reason"], bounce["status"])
     malformed = {e for e in source if "@@" in e or "@" not in e}
     assert malformed and not malformed & {r[0] for r in loaded}
@@ -89,34 +84,44 @@ def test_bounces_load_exactly_and_a_second_run_adds_nothing(catalog: str, emulat
     assert len(rows(catalog, "select esm_external_id from email_suppression")) == first.records_written
 
 
-def test_contacts_load_into_user_typed_and_without_duplicates(catalog: str, emulator: SendGridEmulator) -> None:
+def test_contacts_load_into_user_typed_and_without_duplicates(
+    catalog: str, emulator: SendGridEmulator
+) -> None:
     first = run_mapping(catalog, "sendgrid/contacts")
     assert first.records_read == 30 and first.records_rejected > 0  # seeded hand-typed phone numbers
     loaded = rows(
         catalog,
-        'select esm_external_id, email, first_name, last_name, phone_number, member_level, sendgrid_updated_at '
+        "select esm_external_id, email, first_name, last_name, phone_number, member_level, sendgrid_updated_at "
         'from "user" where esm_external_id is not null',
     )
     by_id = {c["id"]: c for c in emulator.contacts.values()}
     assert len(loaded) == first.records_written
     for external_id, email, first_name, last_name, phone, level, updated in loaded:
         contact = by_id[external_id]
-        assert (email, first_name, last_name) == (contact["email"], contact["first_name"], contact["last_name"])
+        assert (email, first_name, last_name) == (
+            contact["email"],
+            contact["first_name"],
+            contact["last_name"],
+        )
         assert phone == contact["phone_number"] and phone.startswith("+66")
         assert level == contact["custom_fields"]["member_level"]
-        assert utc(updated) == dt.datetime.fromisoformat(contact["updated_at"].replace("Z", "+00:00"))
+        assert as_utc(updated) == dt.datetime.fromisoformat(contact["updated_at"].replace("Z", "+00:00"))
     bad_phones = {c["id"] for c in emulator.contacts.values() if not c["phone_number"].startswith("+66")}
     assert bad_phones and not bad_phones & {r[0] for r in loaded}
 
     full = run_mapping(catalog, "sendgrid/contacts", full_refresh=True)
     assert full.records_read == 30
-    assert len(rows(catalog, 'select id from "user" where esm_external_id is not null')) == first.records_written
+    assert (
+        len(rows(catalog, 'select id from "user" where esm_external_id is not null')) == first.records_written
+    )
 
 
 def test_a_wrong_key_fails_the_sync_as_auth_and_never_shows_the_key(
     catalog: str, emulator: SendGridEmulator, fernet_key: str
 ) -> None:
-    other = mapping(emulator.url, "blocks", {**BOUNCE_RULES, "field_mappings": {"email": "email_block.email"}})
+    other = mapping(
+        emulator.url, "blocks", {**BOUNCE_RULES, "field_mappings": {"email": "email_block.email"}}
+    )
     other["system_name"] = "SendGrid Old"
     other["credentials"] = {"api_key": "SG.revoked.key-that-is-wrong-123456"}
     register(catalog, other)
