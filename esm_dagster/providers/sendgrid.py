@@ -10,7 +10,7 @@ as writes (PROVIDERS.md §3).
   each URL without the API key: they are presigned links). Contacts carry `updated_at` in ISO 8601
   and SGQL filtering on it is [U], so a window is applied here, on `updated_at`.
 - `mail_send` has no idempotency key (PROVIDERS.md: "none" [U]); it is sent once (`retry=False`)
-  with a `custom_args` marker derived from the idempotency key. No read API that this project has
+  with a `custom_args` marker (in each personalization) derived from the idempotency key. No read API that this project has
   confirmed can look a sent message up by that marker, so `find_written` refuses: a person checks
   SendGrid's Email Activity for the marker before anything is resent.
 - `contacts_upsert` is SendGrid's upsert keyed on the lower-cased email: repeating it changes nothing.
@@ -351,16 +351,19 @@ class SendGridProvider(JsonHttpProvider):
         return [dict(answer) for _ in records]
 
     def _send_mail(self, record: dict[str, Any], key: str) -> dict[str, Any]:
+        """One send; the marker goes into every personalization's `custom_args` (an object there; the
+        top-level `custom_args` is typed a string in SendGrid's spec, so it is left as given)."""
+        marker = write_marker(key)
+        personalizations = record.get("personalizations")
+        if not isinstance(personalizations, list) or not all(isinstance(p, dict) for p in personalizations):
+            raise ValueError("a mail_send record needs `personalizations`, a list of objects")
         body = dict(record)
-        custom_args = dict(body.get("custom_args") or {})
-        custom_args[MARKER_ARG] = write_marker(key)
-        body["custom_args"] = custom_args
+        body["personalizations"] = [
+            {**item, "custom_args": {**(item.get("custom_args") or {}), MARKER_ARG: marker}}
+            for item in personalizations
+        ]
         result = self.request("POST", "/v3/mail/send", json=body, ok=(202,), parse="none", retry=False)
-        return {
-            "status": result.status,
-            "message_id": result.headers.get("x-message-id"),
-            MARKER_ARG: custom_args[MARKER_ARG],
-        }
+        return {"status": result.status, "message_id": result.headers.get("x-message-id"), MARKER_ARG: marker}
 
     def _upsert_contacts(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         body = {"contacts": [dict(r) for r in records]}

@@ -147,7 +147,9 @@ def test_mail_send_carries_the_marker_and_is_sent_once(emulator: SendGridEmulato
     assert answer == [
         {"status": 202, "message_id": sent[0]["message_id"], MARKER_ARG: write_marker("booking-17:v1")}
     ]
-    assert sent[0]["body"]["custom_args"] == {MARKER_ARG: write_marker("booking-17:v1")}
+    assert sent[0]["body"]["personalizations"][0]["custom_args"] == {
+        MARKER_ARG: write_marker("booking-17:v1")
+    }
 
 
 def test_a_lost_mail_send_answer_is_not_resent_and_asks_a_person(emulator: SendGridEmulator) -> None:

@@ -279,11 +279,14 @@ class SendGridEmulator(LoopbackEmulator):
                 "There must be at least one defined content block.",
                 "content",
             )
-        custom_args = body.get("custom_args", {})
-        if not isinstance(custom_args, dict) or not all(isinstance(v, str) for v in custom_args.values()):
-            raise SendGridError(
-                400, "Invalid type. Expected: object, given: " + type(custom_args).__name__, "custom_args"
-            )
+        for i, item in enumerate(personalizations):
+            custom_args = item.get("custom_args", {})
+            if not isinstance(custom_args, dict) or not all(isinstance(v, str) for v in custom_args.values()):
+                raise SendGridError(
+                    400,
+                    "Invalid type. Expected: object of strings, given: " + type(custom_args).__name__,
+                    f"personalizations.{i}.custom_args",
+                )
         message_id = secrets.token_urlsafe(16)[:22]
         with self._lock:
             self.messages.append({"message_id": message_id, "received_at": int(time.time()), "body": body})
