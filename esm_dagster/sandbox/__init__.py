@@ -5,4 +5,6 @@ checked against the provider's published OpenAPI document where one exists, and 
 switch (`emulator.faults`) for outages, rate limits, slow answers and dropped connections.
 
 - `esm_dagster.sandbox.stripe.StripeEmulator` (CLI: `python -m esm_dagster.sandbox.stripe`)
+- `esm_dagster.sandbox.sendgrid.SendGridEmulator` (CLI: `python -m esm_dagster.sandbox.sendgrid`)
+- `esm_dagster.sandbox.mixpanel.MixpanelEmulator` (CLI: `python -m esm_dagster.sandbox.mixpanel`)
 """
