@@ -28,7 +28,8 @@ import httpx
 from esm_dagster.providers.auth import BasicAuth
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
-from esm_dagster.providers.http import HttpResult, JsonHttpProvider, normalise_base_url
+from esm_dagster.providers.http import normalise_base_url
+from esm_dagster.providers.jsonlines import JsonLinesProvider, batches
 from esm_dagster.rules.schema import RulesError, parse_rules
 from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
@@ -60,7 +61,7 @@ def default_export_url(base_url: str) -> str | None:
     return None
 
 
-class MixpanelProvider(JsonHttpProvider):
+class MixpanelProvider(JsonLinesProvider):
     name: ClassVar[str] = "mixpanel"
     label: ClassVar[str] = "Mixpanel"
     STREAMS: ClassVar[tuple[StreamSpec, ...]] = (
@@ -215,16 +216,13 @@ class MixpanelProvider(JsonHttpProvider):
         done = cursor
         while first <= last:
             chunk_end = min(last, first + dt.timedelta(days=CHUNK_DAYS - 1))
-            result = self._export(first, chunk_end)
-            events = [e for e in result.body or [] if _in_window(e, start, end)]
+            events, seconds = self._export(first, chunk_end)
             more_chunks = chunk_end < last
             boundary = chunk_end.isoformat() if more_chunks else None
             if boundary is not None:
                 guard.check(boundary)
-            slices = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
-            seconds = result.seconds
-            for i, records in enumerate(slices):
-                final = i == len(slices) - 1
+            for records, final in batches((e for e in events if _in_window(e, start, end)), size):
+                # Mid-chunk pages resume at the chunk's start: a date is the finest cursor there is.
                 yield Page(
                     records=records,
                     has_more=more_chunks or not final,
@@ -235,20 +233,23 @@ class MixpanelProvider(JsonHttpProvider):
             done = boundary
             first = chunk_end + dt.timedelta(days=1)
 
-    def _export(self, first: dt.date, last: dt.date, limit: int | None = None) -> HttpResult:
+    def _export(
+        self, first: dt.date, last: dt.date, limit: int | None = None
+    ) -> tuple[Iterator[dict[str, Any]], float]:
+        """The export's events for the dates `first`..`last` (inclusive), streamed line by line."""
         params: dict[str, str | int] = {"from_date": first.isoformat(), "to_date": last.isoformat()}
         if self.project_id:
             params["project_id"] = self.project_id
         if limit is not None:
             params["limit"] = limit
         url = self.export_url + EXPORT_PATH
-        result = self.policy.call(
-            lambda: self.send_once("GET", url, params=params, ok=(200,), parse="jsonl"),
-            what=f"GET {EXPORT_PATH}",
-        )
-        if not all(isinstance(e, dict) and isinstance(e.get("properties"), dict) for e in result.body or []):
+        events, seconds = self.stream_json_lines(url, params=params, what=f"GET {EXPORT_PATH}")
+        return (self._event(e, url) for e in events), seconds
+
+    def _event(self, event: dict[str, Any], url: str) -> dict[str, Any]:
+        if not isinstance(event.get("properties"), dict):
             raise self.protocol_error("an export line is not an event object", "unexpected_response", url=url)
-        return result
+        return event
 
     def _first_date(self, window_start: int | None) -> dt.date:
         if window_start is not None:
@@ -267,7 +268,10 @@ class MixpanelProvider(JsonHttpProvider):
 
     def probe(self) -> float:
         today = dt.datetime.now(self.timezone).date()
-        return self._export(today, today, limit=1).seconds
+        events, seconds = self._export(today, today, limit=1)
+        for _ in events:  # read (at most one line) so the connection is released
+            pass
+        return seconds
 
     # ---- writes ---------------------------------------------------------------------------------
     def write(

@@ -20,11 +20,11 @@ as writes (PROVIDERS.md §3).
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -33,11 +33,10 @@ from esm_dagster.providers.auth import BearerAuth
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.providers.http import (
-    HttpResult,
-    JsonHttpProvider,
     default_classification,
     normalise_base_url,
 )
+from esm_dagster.providers.jsonlines import JsonLinesProvider, batches
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 
@@ -67,7 +66,7 @@ def _suppression(name: str) -> StreamSpec:
     )
 
 
-class SendGridProvider(JsonHttpProvider):
+class SendGridProvider(JsonLinesProvider):
     name: ClassVar[str] = "sendgrid"
     label: ClassVar[str] = "SendGrid"
     BASE_SUFFIX: ClassVar[str] = "/v3"
@@ -136,7 +135,7 @@ class SendGridProvider(JsonHttpProvider):
         messages = [(f"{e['field']}: " if e.get("field") else "") + str(e.get("message", "")) for e in items]
         return (fields[0] if fields else None), "; ".join(m for m in messages if m) or None
 
-    def http_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
+    def _api_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
         error_class, retryable = default_classification(response.status_code)
         if response.status_code == 413:
             error_class, retryable = "validation", False
@@ -227,20 +226,19 @@ class SendGridProvider(JsonHttpProvider):
 
     def _contacts(self, start: int | None, end: int | None, size: int) -> Iterator[Page]:
         started = time.perf_counter()
-        records = [c for c in self.export_contacts() if _in_window(c.get("updated_at"), start, end)]
+        urls = self.export_urls()
         seconds = time.perf_counter() - started
-        if not records:
-            yield Page(records=[], has_more=False, next_cursor=None, request_seconds=seconds)
-            return
-        for i in range(0, len(records), size):
-            has_more = i + size < len(records)
-            yield Page(
-                records=records[i : i + size], has_more=has_more, next_cursor=None, request_seconds=seconds
-            )
+        contacts = (c for c in self.export_rows(urls) if _in_window(c.get("updated_at"), start, end))
+        for records, final in batches(contacts, size):
+            yield Page(records=records, has_more=not final, next_cursor=None, request_seconds=seconds)
             seconds = 0.0
 
-    def export_contacts(self) -> list[dict[str, Any]]:
-        """Every contact, through an export job: start it, poll until ready, read each file."""
+    def export_contacts(self) -> Iterator[dict[str, Any]]:
+        """Every contact, through an export job, streamed from its files."""
+        return self.export_rows(self.export_urls())
+
+    def export_urls(self) -> list[str]:
+        """Start a JSON export of all contacts and poll it until SendGrid hands out its file URLs."""
         path = "/v3/marketing/contacts/exports"
         answer = self.request("POST", path, json={"file_type": "json"}, ok=(200, 202)).body
         export_id = answer.get("id") if isinstance(answer, dict) else None
@@ -248,15 +246,19 @@ class SendGridProvider(JsonHttpProvider):
             raise self.protocol_error(
                 "the export answer has no id", "unexpected_response", "POST", self.url_for(path)
             )
+        status_path = f"{path}/{export_id}"
         deadline = time.monotonic() + self.export_timeout_seconds
-        for attempt in range(10_000):
-            status = self.request("GET", f"{path}/{export_id}").body
+        attempt = 0
+        while True:
+            status = self.request("GET", status_path).body
             state = status.get("status") if isinstance(status, dict) else None
             if state == "ready":
                 urls = status.get("urls")
                 if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-                    raise self.protocol_error("a ready export has no urls", "unexpected_response")
-                return [row for url in urls for row in self._export_file(url)]
+                    raise self.protocol_error(
+                        "a ready export has no urls", "unexpected_response", url=self.url_for(status_path)
+                    )
+                return urls
             if state == "failure":
                 raise ProviderError(
                     "SendGrid could not export the contacts",
@@ -266,10 +268,12 @@ class SendGridProvider(JsonHttpProvider):
                     provider_message=str(status.get("message") or ""),
                     retryable=True,
                     method="GET",
-                    url=self.url_for(path),
+                    url=self.url_for(status_path),
                 )
             if state != "pending":
-                raise self.protocol_error(f"unknown export status {state!r}", "unexpected_response")
+                raise self.protocol_error(
+                    f"unknown export status {state!r}", "unexpected_response", url=self.url_for(status_path)
+                )
             if time.monotonic() >= deadline:
                 raise ProviderError(
                     f"the contacts export {export_id} was not ready after {self.export_timeout_seconds:g} s",
@@ -277,57 +281,45 @@ class SendGridProvider(JsonHttpProvider):
                     error_class="timeout",
                     code="export_timeout",
                     retryable=True,
+                    method="GET",
+                    url=self.url_for(status_path),
                 )
             time.sleep(EXPORT_POLL_SECONDS[min(attempt, len(EXPORT_POLL_SECONDS) - 1)])
-        raise AssertionError("unreachable")
+            attempt += 1
 
-    def _export_file(self, url: str) -> list[dict[str, Any]]:
-        """One export file: a presigned link, fetched without the API key (JSON lines, maybe gzip)."""
-        try:
-            target = normalise_base_url(url.split("?", 1)[0], label="SendGrid export URL")
-        except ValueError as exc:
-            raise ProviderError(
-                f"SendGrid handed back an export URL this client will not fetch: {exc}",
-                provider=self.name,
-                error_class="server",
-                code="bad_export_url",
-                url=url,
-            ) from None
-        query = url.split("?", 1)[1] if "?" in url else ""
-        full = target + ("?" + query if query else "")
-
-        def fetch() -> HttpResult:
-            started = time.perf_counter()
-            failure: ProviderError | None = None
+    def export_rows(self, urls: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """The rows of each export file: presigned links, fetched without the API key."""
+        for url in urls:
             try:
-                response = self._client.get(full, headers={"Accept": "*/*"})
-            except httpx.TransportError as exc:
-                failure = self.transport_error(f"{type(exc).__name__}", "network", True, "GET", target)
-            if failure is not None:
-                raise failure
-            if response.status_code != 200:
-                error_class, retryable = default_classification(response.status_code)
+                target = normalise_base_url(url.split("?", 1)[0], label="SendGrid export URL")
+            except ValueError as exc:
                 raise ProviderError(
-                    f"the export file answered HTTP {response.status_code}",
+                    f"SendGrid handed back an export URL this client will not fetch: {exc}",
                     provider=self.name,
-                    error_class="server" if error_class == "auth" else error_class,
-                    status=response.status_code,
-                    retryable=retryable,
-                    method="GET",
-                    url=target,
-                )
-            return HttpResult(200, response.content, response.headers, time.perf_counter() - started)
+                    error_class="server",
+                    code="bad_export_url",
+                    url=url,
+                ) from None
+            query = url.split("?", 1)[1] if "?" in url else ""
+            rows, _ = self.stream_json_lines(
+                target + ("?" + query if query else ""), authenticated=False, what="GET export file"
+            )
+            yield from rows
 
-        content = self.policy.call(fetch, what="GET export file").body
-        if content[:2] == b"\x1f\x8b":
-            content = gzip.decompress(content)
-        try:
-            rows = [orjson.loads(line) for line in content.splitlines() if line.strip()]
-        except orjson.JSONDecodeError:
-            raise self.protocol_error(
-                "an export file is not JSON lines", "invalid_json", url=target
-            ) from None
-        return [r for r in rows if isinstance(r, dict)]
+    def http_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
+        if urlsplit(url).path.startswith("/v3"):
+            return self._api_error(response, method, url)
+        # An export file (S3): a 403 is an expired link, not a bad API key.
+        error_class, retryable = default_classification(response.status_code)
+        return ProviderError(
+            f"the export file answered HTTP {response.status_code}",
+            provider=self.name,
+            error_class="server" if error_class == "auth" else error_class,
+            status=response.status_code,
+            retryable=retryable,
+            method=method,
+            url=url,
+        )
 
     def probe(self) -> float:
         return self.request("GET", "/v3/marketing/contacts/count").seconds

@@ -242,3 +242,19 @@ def test_reset_wait_reads_unix_seconds() -> None:
     assert reset_wait("1000", now=990.5) == 9.5
     assert reset_wait("1000", now=1010) == 0.0
     assert reset_wait(None) is None and reset_wait("soon") is None
+
+
+def test_gzipped_export_files_are_read_as_a_stream() -> None:
+    with sendgrid_emulator(contacts=9, gzip_files=True) as emulator, client(emulator) as sg:
+        got = sorted(c["email"] for p in sg.iter_pages("contacts", page_size=4) for c in p.records)
+    assert got == sorted(emulator.contacts)
+
+
+def test_an_expired_export_link_is_a_server_error_not_a_bad_key(emulator: SendGridEmulator) -> None:
+    with client(emulator) as sg:
+        urls = sg.export_urls()
+        emulator.expire_export_links()
+        with pytest.raises(ProviderError) as caught:
+            list(sg.export_rows(urls))
+    assert (caught.value.error_class, caught.value.status, caught.value.retryable) == ("server", 403, False)
+    assert "X-Amz-Signature" not in str(caught.value)

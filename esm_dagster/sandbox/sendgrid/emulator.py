@@ -27,6 +27,7 @@ What it implements:
 
 from __future__ import annotations
 
+import gzip
 import math
 import random
 import re
@@ -87,6 +88,7 @@ class SendGridEmulator(LoopbackEmulator):
         end: int = DEFAULT_END,
         rate_limit: int = 600,
         export_polls: int = 1,
+        gzip_files: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -106,6 +108,7 @@ class SendGridEmulator(LoopbackEmulator):
         self.jobs: dict[str, dict[str, Any]] = {}
         self._exports: dict[str, dict[str, Any]] = {}
         self.export_polls = export_polls
+        self.gzip_files = gzip_files  # export files gzipped (as stored objects, no Content-Encoding)
         self.rate_limit = rate_limit
         self._window = (0, 0)  # (minute start, requests in it)
 
@@ -113,6 +116,12 @@ class SendGridEmulator(LoopbackEmulator):
     def add_suppression(self, name: str, email: str, created: int, **fields: Any) -> None:
         with self._lock:
             self.suppressions[name].append({"created": created, "email": email, **fields})
+
+    def expire_export_links(self) -> None:
+        """Every export link handed out so far stops working (403), as presigned links expire."""
+        with self._lock:
+            for export in self._exports.values():
+                export["signature"] = secrets.token_hex(16)
 
     def sent_to(self, email: str) -> list[dict[str, Any]]:
         """The accepted messages with `email` among their `to` recipients."""
@@ -401,6 +410,8 @@ class SendGridEmulator(LoopbackEmulator):
         if export is None or not secrets.compare_digest(signature, export["signature"]):
             return Response(403, b"<Error><Code>AccessDenied</Code></Error>", content_type="application/xml")
         lines = b"".join(orjson.dumps(c) + b"\n" for c in export["contacts"])
+        if self.gzip_files:
+            return Response(200, gzip.compress(lines), content_type="application/gzip")
         return Response(200, lines, content_type="application/json")
 
     # ---- suppressions -------------------------------------------------------------------------
