@@ -4,15 +4,19 @@ as writes (PROVIDERS.md §3).
 - Auth is `Authorization: Bearer SG.…`, added per request from a `Secret`.
 - Suppression lists (`bounces`, `blocks`, `spam_reports`, `unsubscribes`) page with `limit` (at most
   500) and `offset`, and filter server-side on `created` with `start_time` / `end_time`, both
-  inclusive: a window's exclusive end is sent as `end_time = end - 1`.
+  inclusive: a window's exclusive end is sent as `end_time = end - 1`. Offsets are positions, not
+  keys: the window's end is fixed before the first page, so entries added during a run fall outside
+  it, but an entry deleted mid-run moves the rest up by one and the record at the page boundary is
+  read by the next full refresh only (the order of these lists is not documented; the emulator
+  serves newest first). A page equal to the one before (an ignored offset) stops the stream.
 - Contacts: search answers only the first 50 matches and the plain list is a sample, so the whole
   list is read through an export job (`POST /marketing/contacts/exports`, poll until `ready`, fetch
   each URL without the API key: they are presigned links). Contacts carry `updated_at` in ISO 8601
   and SGQL filtering on it is [U], so a window is applied here, on `updated_at`.
 - `mail_send` has no idempotency key (PROVIDERS.md: "none" [U]); it is sent once (`retry=False`)
-  with a `custom_args` marker (in each personalization) derived from the idempotency key. No read API that this project has
-  confirmed can look a sent message up by that marker, so `find_written` refuses: a person checks
-  SendGrid's Email Activity for the marker before anything is resent.
+  with a marker derived from the idempotency key in each personalization's `custom_args`. No read
+  API this project has confirmed can look a sent message up by that marker, so `find_written`
+  refuses: a person checks SendGrid's Email Activity for the marker before anything is resent.
 - `contacts_upsert` is SendGrid's upsert keyed on the lower-cased email: repeating it changes nothing.
 - 429 carries `X-RateLimit-Reset` (unix seconds): `retry_after = reset - now`.
 """
@@ -40,7 +44,6 @@ from esm_dagster.providers.jsonlines import JsonLinesProvider, batches
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 
-DEFAULT_BASE_URL = "https://api.sendgrid.com"
 SUPPRESSION_PAGE_MAX = 500
 MAX_UPSERT_CONTACTS = 30_000
 MAX_UPSERT_BYTES = 6 * 1024 * 1024
