@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs
 
@@ -258,3 +259,25 @@ def test_an_expired_export_link_is_a_server_error_not_a_bad_key(emulator: SendGr
             list(sg.export_rows(urls))
     assert (caught.value.error_class, caught.value.status, caught.value.retryable) == ("server", 403, False)
     assert "X-Amz-Signature" not in str(caught.value)
+
+
+def test_an_address_added_mid_run_shifts_offsets_only_inside_the_window(emulator: SendGridEmulator) -> None:
+    """With the window's end fixed before paging, an entry created during the run is outside it and
+    cannot shift the offsets; without an end, it pushes the boundary record onto the next page too."""
+    before = newest_first(emulator, "bounces")
+    emulator.faults.mutate_next(1, backdate=0, path="/v3/suppression/bounces")
+    with client(emulator) as sg:
+        windowed = [
+            r
+            for p in sg.iter_pages("bounces", window_end=int(time.time()) - 5, page_size=10)
+            for r in p.records
+        ]
+    assert windowed == before and len(emulator.mutations) == 1
+
+    emulator.faults.mutate_next(1, backdate=0, path="/v3/suppression/bounces")
+    with client(emulator) as sg:
+        unbounded = [r["email"] for p in sg.iter_pages("bounces", page_size=10) for r in p.records]
+    assert unbounded.count(unbounded[9]) == 2  # the boundary record, read twice; nothing lost
+    assert set(unbounded) == {r["email"] for r in emulator.suppressions["bounces"]} - {
+        emulator.mutations[1][1]
+    }

@@ -22,7 +22,9 @@ What it implements:
   never echoes the key. Every answer carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
   `X-RateLimit-Reset` (unix seconds) from a per-minute window; over it, and on an injected rate
   limit, 429 `{"errors":[{"field":null,"message":"too many requests"}]}`.
-- `faults` (`esm_dagster.sandbox._http.FaultSwitch`) with SendGrid's own bodies and headers.
+- `faults` (`esm_dagster.sandbox._http.FaultSwitch`) with SendGrid's own bodies and headers; on
+  suppression pages that continue an offset, `duplicate` starts the page early and `mutate` adds an
+  address to the list (created `backdate` seconds ago) before the page is served.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class SendGridEmulator(LoopbackEmulator):
         self.suppressions = seed_suppressions(rng, suppressions, start, end)
         self.messages: list[dict[str, Any]] = []  # every accepted mail send: message_id and body
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.mutations: list[tuple[str, str]] = []  # (list, email) added by `mutate` faults
         self._exports: dict[str, dict[str, Any]] = {}
         self.export_polls = export_polls
         self.gzip_files = gzip_files  # export files gzipped (as stored objects, no Content-Encoding)
@@ -425,10 +428,14 @@ class SendGridEmulator(LoopbackEmulator):
             raise SendGridError(400, f"limit must be between 1 and {MAX_LIMIT}", "limit")
         if offset is None or offset < 0:
             raise SendGridError(400, "offset must be >= 0", "offset")
-        if offset > 0:  # a `duplicate` fault: this page starts early, as if offsets had shifted
-            fault = self.faults.take_handler_fault("duplicate", f"/v3/suppression/{name}")
-            if fault is not None:
+        if offset > 0:  # a page that continues an earlier one: where the handler faults apply
+            path = f"/v3/suppression/{name}"
+            fault = self.faults.take_handler_fault("duplicate", path)
+            if fault is not None:  # the page starts early, as if offsets had shifted
                 offset = max(0, offset - fault.items)
+            mutation = self.faults.take_handler_fault("mutate", path)
+            if mutation is not None:
+                self._mutate(name, mutation.seconds)
         with self._lock:
             rows = [
                 dict(r)
@@ -437,6 +444,18 @@ class SendGridEmulator(LoopbackEmulator):
             ]
         rows.sort(key=lambda r: (-r["created"], r["email"]))
         return rows[offset : offset + limit]
+
+    def _mutate(self, name: str, backdate: float) -> None:
+        """Between two pages: an address joins the list `backdate` seconds ago (`mutations` says which)."""
+        with self._lock:
+            email = f"late.{len(self.mutations)}.{name}@mail.example"
+            entry: dict[str, Any] = {"created": int(time.time() - backdate), "email": email}
+            if name in ("bounces", "blocks"):
+                entry.update(reason="550 5.1.1 user unknown", status="5.1.1")
+            elif name == "spam_reports":
+                entry["ip"] = "10.0.0.1"
+            self.suppressions[name].append(entry)
+            self.mutations.append((name, email))
 
     @staticmethod
     def _integer(params: dict[str, str], name: str, default: int | None) -> int | None:
