@@ -95,3 +95,11 @@ def test_a_wrong_secret_fails_as_auth_and_never_shows_it(catalog: str, emulator:
         run_mapping(catalog, "mixpanel old/events")
     assert info.value.report.error_class == "auth"
     assert "revoked-secret" not in str(info.value) and SECRET not in str(info.value)
+
+
+def test_a_daily_partition_reads_exactly_its_day(catalog: str, emulator: MixpanelEmulator) -> None:
+    day = (1767225600 + 5 * 86400, 1767225600 + 6 * 86400)  # 2026-01-06 UTC
+    report = run_mapping(catalog, "mixpanel/events", window=day, partition_key="2026-01-06")
+    expected = [e for e in emulator.events if day[0] <= e["properties"]["time"] < day[1]]
+    assert expected and report.records_read == len(expected)
+    assert [r.query.count("from_date=2026-01-06&to_date=2026-01-06") for r in emulator.requests] == [1]
