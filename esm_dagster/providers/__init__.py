@@ -15,6 +15,8 @@ _REGISTRY: dict[str, str] = {
     "twilio": "esm_dagster.providers.twilio:TwilioProvider",
     "slack": "esm_dagster.providers.slack:SlackProvider",
     "telegram": "esm_dagster.providers.telegram:TelegramProvider",
+    "sendgrid": "esm_dagster.providers.sendgrid:SendGridProvider",
+    "mixpanel": "esm_dagster.providers.mixpanel:MixpanelProvider",
 }
 
 

@@ -8,4 +8,6 @@ switch (`emulator.faults`) for outages, rate limits, slow answers and dropped co
 - `esm_dagster.sandbox.twilio.TwilioEmulator` (CLI: `python -m esm_dagster.sandbox.twilio`)
 - `esm_dagster.sandbox.telegram.TelegramEmulator` (CLI: `python -m esm_dagster.sandbox.telegram`)
 - `esm_dagster.sandbox.slack.SlackEmulator` (CLI: `python -m esm_dagster.sandbox.slack`)
+- `esm_dagster.sandbox.sendgrid.SendGridEmulator` (CLI: `python -m esm_dagster.sandbox.sendgrid`)
+- `esm_dagster.sandbox.mixpanel.MixpanelEmulator` (CLI: `python -m esm_dagster.sandbox.mixpanel`)
 """
