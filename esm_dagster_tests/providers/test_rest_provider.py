@@ -273,3 +273,40 @@ def test_helpers_read_link_headers_and_time_formats() -> None:
     assert parse_time("2026-10-03T18:30:00+07:00", "iso") == 1791027000.0
     assert parse_time(1791027000123, "unix_ms") == 1791027000.123
     assert parse_time("soon", "iso") is None and parse_time(True, "unix_s") is None
+
+
+def test_a_timeout_with_the_key_in_the_query_never_shows_it(emulator: BookingEmulator) -> None:
+    block = rest_block(auth={"type": "api_key", "in": "query", "name": "api_key", "credential": "api_key"})
+    emulator.faults.delay_next(1, seconds=1.3, path="/api/v2/courts")
+    with (
+        provider(emulator.url, stream="courts", rest=block, retry_attempts=0, timeout_seconds=1) as rest,
+        pytest.raises(ProviderError) as caught,
+    ):
+        list(rest.iter_pages("courts"))
+    error = caught.value
+    assert (error.error_class, error.retryable) == ("timeout", True)
+    assert error.url == f"{emulator.url}/api/v2/courts"
+    assert KEY not in str(error) and KEY not in repr(error) and "api_key" not in str(error)
+
+
+def test_an_answer_without_the_record_list_is_a_protocol_error(emulator: BookingEmulator) -> None:
+    block = rest_block()
+    block["streams"]["courts"]["record_path"] = "data.rows"
+    with provider(emulator.url, stream="courts", rest=block) as rest, pytest.raises(ProviderError) as caught:
+        list(rest.iter_pages("courts"))
+    assert (caught.value.code, caught.value.error_class, caught.value.status) == (
+        "unexpected_response",
+        "server",
+        200,
+    )
+    assert "'data.rows'" in str(caught.value)
+
+
+def test_a_next_url_on_another_origin_is_not_followed(
+    emulator: BookingEmulator, client: RestProvider
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        client._next_url("https://elsewhere.example/api/v2/waitlist?after=3", "/waitlist")
+    assert caught.value.code == "foreign_url"
+    relative = client._next_url("/api/v2/waitlist?after=3", "/waitlist")
+    assert relative == f"{emulator.url}/api/v2/waitlist?after=3"  # resolved against the page's URL
