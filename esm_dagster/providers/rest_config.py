@@ -290,7 +290,6 @@ class RestConfig(_Model):
     streams: dict[str, StreamConfig] = Field(min_length=1)
     writes: dict[str, WriteConfig] = Field(default_factory=dict)
     errors: ErrorBody = Field(default_factory=ErrorBody)
-    label: str = "REST API"
 
     @field_validator("base_path")
     @classmethod

@@ -5,4 +5,6 @@ checked against the provider's published OpenAPI document where one exists, and 
 switch (`emulator.faults`) for outages, rate limits, slow answers and dropped connections.
 
 - `esm_dagster.sandbox.stripe.StripeEmulator` (CLI: `python -m esm_dagster.sandbox.stripe`)
+- `esm_dagster.sandbox.booking.BookingEmulator`, a padel booking platform for the declarative `rest`
+  provider (CLI: `python -m esm_dagster.sandbox.booking`)
 """

@@ -14,7 +14,6 @@ KEY = "bk_live_4f8a1c9e2b7d6a5f3e0c1b2a9d8e7f6a"
 HEADER_AUTH = {"type": "api_key", "in": "header", "name": "X-Api-Key", "credential": "api_key"}
 
 BOOKING_REST: dict[str, Any] = {
-    "label": "Padel booking platform",
     "base_path": "/api/v2",
     "auth": HEADER_AUTH,
     "streams": {
