@@ -224,3 +224,41 @@ def write_unmigrated(tmp_path: Path, document: dict[str, Any]) -> None:
     (a document that got through would fail on the missing table, not with a MappingError)."""
     with session_factory(f"sqlite:///{tmp_path / 'catalog.db'}")() as session:
         upsert_mapping(session, Vault.from_env(), MappingInput.model_validate(document))
+
+
+PAYMENT_RULES: dict[str, Any] = {
+    "field_mappings": {
+        "booking_id": "booking_payment.booking_external_id",
+        "amount_satang": {
+            "target": "booking_payment.amount",
+            "type": "money",
+            "currency": "THB",
+            "minor_units": True,
+        },
+        "method": "booking_payment.method",
+        "paid_at": {"target": "booking_payment.paid_at", "type": "timestamp", "unit": "s"},
+    },
+}
+
+
+def test_payments_without_a_server_window_are_windowed_client_side(
+    db_url: str, fernet_key: str, emulator: BookingEmulator
+) -> None:
+    """Link-header paging, no server-side filter: an incremental run reads the pages again but keeps
+    nothing older than its window, so it loads nothing twice."""
+    register_mapping(db_url, mapping(emulator, "Padel Payments", "payments", PAYMENT_RULES))
+    first = run_mapping(db_url, "Padel Payments")
+    payments = {p["id"]: p for p in emulator.records("payments")}
+    assert first.records_written == len(payments) and first.pages >= 5
+    rows = table_rows(db_url, "booking_payment", ["booking_external_id", "amount", "method", "paid_at"])
+    assert set(rows) == set(payments)
+    for payment_id, row in rows.items():
+        payment = payments[payment_id]
+        assert Decimal(str(row["amount"])) == Decimal(payment["amount_satang"]) / 100
+        assert (row["booking_external_id"], row["method"]) == (payment["booking_id"], payment["method"])
+        assert as_utc(row["paid_at"]).timestamp() == payment["paid_at"]
+    emulator.reset_request_log()
+    again = run_mapping(db_url, "Padel Payments")
+    assert again.records_read == 0 and again.pages == first.pages  # every page read, none kept
+    assert len(emulator.requests) == first.pages
+    assert len(table_rows(db_url, "booking_payment", ["method"])) == len(payments)
