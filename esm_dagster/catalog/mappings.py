@@ -132,7 +132,7 @@ def _rules_or_error(system_name: str, document: Any) -> MappingRules:
 def stream_of(row_provider: str, rules: MappingRules) -> str:
     from esm_dagster.providers.factory import resolve_stream
 
-    return resolve_stream(row_provider, rules.sync.stream)
+    return resolve_stream(row_provider, rules.sync.stream, rules)
 
 
 def find_mapping(session: Session, system_name: str, stream: str) -> ExternalSystemMapping | None:

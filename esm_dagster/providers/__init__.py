@@ -11,6 +11,7 @@ import importlib
 from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec, WriteSpec
 
 _REGISTRY: dict[str, str] = {
+    "rest": "esm_dagster.providers.rest:RestProvider",
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
     "twilio": "esm_dagster.providers.twilio:TwilioProvider",
     "slack": "esm_dagster.providers.slack:SlackProvider",

@@ -21,6 +21,7 @@ from esm_dagster.security.secret import Secret
 
 if TYPE_CHECKING:
     from esm_dagster.providers.context import ProviderContext
+    from esm_dagster.rules.schema import MappingRules
 
 ErrorClass = Literal["timeout", "auth", "rate_limit", "validation", "server", "client", "network"]
 ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
@@ -209,6 +210,15 @@ class Provider(abc.ABC):
     def from_context(cls, ctx: ProviderContext) -> Self:
         """The client for a mapping row; every registered provider implements it."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a mapping")
+
+    @classmethod
+    def stream_names(cls, rules: MappingRules | None = None) -> list[str]:
+        """The stream names a mapping with these rules may name, default first.
+
+        Known from the class for a provider module; a provider configured by the rules themselves
+        (`rest`) reads them from `rules` and raises a `ValueError` naming the wrong field there.
+        """
+        return [spec.name for spec in cls.STREAMS]
 
     def streams(self) -> Sequence[StreamSpec]:
         return self.STREAMS

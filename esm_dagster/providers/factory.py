@@ -18,7 +18,7 @@ from esm_dagster.catalog.rate_limits import SharedTokenBucket, credential_bucket
 from esm_dagster.providers import get_provider_class
 from esm_dagster.providers.base import Provider
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
-from esm_dagster.rules.schema import RulesError, parse_rules
+from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
 from esm_dagster.security.endpoints import check_endpoint
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
@@ -30,9 +30,14 @@ __all__ = ["ProviderConfigError", "build_provider", "rate_limits_of", "resolve_s
 _TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "expires_at", "token_type", "scope"})
 
 
-def resolve_stream(provider_name: str, stream: str | None) -> str:
-    """The mapping's stream: the one it names, checked against the provider, or the default."""
-    names = [spec.name for spec in get_provider_class(provider_name).STREAMS]
+def resolve_stream(provider_name: str, stream: str | None, rules: MappingRules | None = None) -> str:
+    """The mapping's stream: the one it names, checked against the provider, or the default.
+
+    `rules` are the mapping's: a provider configured by them (`rest`) takes its streams from there.
+    """
+    names = get_provider_class(provider_name).stream_names(rules)
+    if not names:
+        raise ProviderConfigError(f"provider {provider_name} has no streams")
     if stream is None:
         return names[0]
     if stream not in names:

@@ -1,4 +1,5 @@
-"""Stripe v1: the `customers`, `charges` and `events` streams, and the events feed (PROVIDERS.md §1).
+"""Stripe v1: `customers`, `charges`, `events`, `payment_intents` and `refunds` streams, the events
+feed, and customer create / update writes (PROVIDERS.md §1).
 
 Auth is `Authorization: Bearer <secret key>`, added per request from a `Secret`; `Stripe-Version` is
 sent when the mapping pins one. Lists are newest first; paging is `limit` (at most 100) and
@@ -11,6 +12,7 @@ needs (Stripe's rules: retry on connection errors, on 409, on 5xx, on 429, and w
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -19,7 +21,15 @@ import httpx
 import orjson
 
 from esm_dagster import __version__
-from esm_dagster.providers.base import CursorGuard, ErrorClass, Page, Provider, ProviderError, StreamSpec
+from esm_dagster.providers.base import (
+    CursorGuard,
+    ErrorClass,
+    Page,
+    Provider,
+    ProviderError,
+    StreamSpec,
+    WriteSpec,
+)
 from esm_dagster.providers.context import ProviderContext
 from esm_dagster.providers.http import normalise_base_url, retry_after_seconds
 from esm_dagster.security.secret import Secret
@@ -30,6 +40,7 @@ MAX_PAGE_SIZE = 100
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_RETRY_ATTEMPTS = 3  # the catalog's default for `retry_attempts`
 MAX_EVENT_TYPES = 20  # `types[]` takes at most 20 names
+_ID = re.compile(r"cus_[A-Za-z0-9]{1,250}")
 
 
 class _BearerAuth(httpx.Auth):
@@ -69,6 +80,36 @@ class StripeProvider(Provider):
             supports_created_window=True,
             max_page_size=MAX_PAGE_SIZE,
             description="GET /v1/events, newest first (Stripe keeps about 30 days)",
+        ),
+        StreamSpec(
+            name="payment_intents",
+            default_target="payment",
+            supports_created_window=True,
+            max_page_size=MAX_PAGE_SIZE,
+            description="GET /v1/payment_intents, newest first; latest_charge and customer link them",
+        ),
+        StreamSpec(
+            name="refunds",
+            default_target="refund",
+            supports_created_window=True,
+            max_page_size=MAX_PAGE_SIZE,
+            description="GET /v1/refunds, newest first; each names its charge and payment intent",
+        ),
+    )
+    # Stripe replays the first answer to a POST repeated with the same Idempotency-Key (24 h), so a
+    # retry after a lost answer is safe for both.
+    WRITES: ClassVar[tuple[WriteSpec, ...]] = (
+        WriteSpec(
+            name="create_customer",
+            operation="create",
+            idempotency="key",
+            description="POST /v1/customers with Idempotency-Key",
+        ),
+        WriteSpec(
+            name="update_customer",
+            operation="update",
+            idempotency="key",
+            description="POST /v1/customers/{id} with Idempotency-Key; the record carries `id`",
         ),
     )
     supports_events: ClassVar[bool] = True
@@ -251,14 +292,59 @@ class StripeProvider(Provider):
         with it, and Stripe replays the first answer instead of creating a second customer. Without
         a key such a retry would be a blind resend, so there is no way to call this without one.
         """
-        if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255:
-            raise ValueError("idempotency_key must be a string of 1 to 255 characters")
+        _check_key(idempotency_key)
         path = "/v1/customers"
         headers = {"Idempotency-Key": idempotency_key}
         body, _ = self.policy.call(
             lambda: self._send("POST", path, data=dict(fields), headers=headers), what=f"POST {path}"
         )
         return body
+
+    def update_customer(
+        self, customer_id: str, fields: Mapping[str, str], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """`POST /v1/customers/{id}` with form `fields`; the customer as it now is.
+
+        An empty value unsets a field (Stripe's convention); `metadata[k]` merges per key. The key
+        makes a retry after a lost answer a replay, as for `create_customer`.
+        """
+        if not isinstance(customer_id, str) or not _ID.fullmatch(customer_id):
+            raise ValueError("customer_id must be a Stripe customer id (cus_...)")
+        _check_key(idempotency_key)
+        path = f"/v1/customers/{customer_id}"
+        headers = {"Idempotency-Key": idempotency_key}
+        body, _ = self.policy.call(
+            lambda: self._send("POST", path, data=dict(fields), headers=headers),
+            what="POST /v1/customers/{id}",
+        )
+        return body
+
+    def write(
+        self, name: str, records: Sequence[dict[str, Any]], *, idempotency_keys: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """`create_customer` / `update_customer` for each record (Stripe takes one object a call).
+
+        Records are Stripe's parameters as Python values (`metadata` and `address` as dicts, lists
+        for `preferred_locales`, None to unset); `update_customer` records carry the customer `id`.
+        """
+        spec = self.write_spec(name)
+        if len(records) != len(idempotency_keys):
+            raise ValueError("one idempotency key per record")
+        if len(records) > spec.max_batch:
+            raise ValueError(f"{name} takes at most {spec.max_batch} record per call")
+        out: list[dict[str, Any]] = []
+        for record, key in zip(records, idempotency_keys, strict=True):
+            if name == "create_customer":
+                if "id" in record:
+                    raise ValueError("create_customer: Stripe assigns the id; the record must not carry one")
+                out.append(self.create_customer(form_fields(record), idempotency_key=key))
+            else:
+                fields = dict(record)
+                customer_id = fields.pop("id", None)
+                if not isinstance(customer_id, str):
+                    raise ValueError("update_customer: the record needs the customer's id")
+                out.append(self.update_customer(customer_id, form_fields(fields), idempotency_key=key))
+        return out
 
     # ---- HTTP -----------------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], float]:
@@ -408,6 +494,39 @@ class StripeProvider(Provider):
             url=self.base_url + path,
             secrets=(self._secret,),
         )
+
+
+def _check_key(idempotency_key: object) -> None:
+    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255:
+        raise ValueError("idempotency_key must be a string of 1 to 255 characters")
+
+
+def form_fields(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Python values as Stripe's form fields: `metadata[k]`, `preferred_locales[0]`, "" to unset."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(form_fields(value, name))
+        elif isinstance(value, list | tuple):
+            if not value:
+                out[name] = ""  # an empty array clears the list
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    out.update(form_fields(item, f"{name}[{index}]"))
+                else:
+                    out[f"{name}[{index}]"] = _form_scalar(item)
+        else:
+            out[name] = _form_scalar(value)
+    return out
+
+
+def _form_scalar(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _type_params(types: Sequence[str] | None) -> dict[str, str | list[str]]:

@@ -10,4 +10,6 @@ switch (`emulator.faults`) for outages, rate limits, slow answers and dropped co
 - `esm_dagster.sandbox.slack.SlackEmulator` (CLI: `python -m esm_dagster.sandbox.slack`)
 - `esm_dagster.sandbox.sendgrid.SendGridEmulator` (CLI: `python -m esm_dagster.sandbox.sendgrid`)
 - `esm_dagster.sandbox.mixpanel.MixpanelEmulator` (CLI: `python -m esm_dagster.sandbox.mixpanel`)
+- `esm_dagster.sandbox.booking.BookingEmulator`, a padel booking platform for the declarative `rest`
+  provider (CLI: `python -m esm_dagster.sandbox.booking`)
 """

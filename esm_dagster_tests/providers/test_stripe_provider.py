@@ -122,7 +122,13 @@ def test_probe_and_version_header(emulator: StripeEmulator) -> None:
 
 
 def test_streams_and_unknown_stream(provider: StripeProvider) -> None:
-    assert [s.name for s in provider.streams()] == ["customers", "charges", "events"]
+    assert [s.name for s in provider.streams()] == [
+        "customers",
+        "charges",
+        "events",
+        "payment_intents",
+        "refunds",
+    ]
     assert all(isinstance(s, StreamSpec) and s.supports_created_window for s in provider.streams())
     with pytest.raises(ValueError, match="no stream 'payouts'"):
         provider.iter_pages("payouts")

@@ -135,6 +135,10 @@ PHONE_KINDS = (
 NAME_KINDS = (("present", 47), ("missing", 3))
 CURRENCIES = (("thb", 10), ("usd", 5), ("jpy", 3), ("kwd", 2))
 STATUSES = (("succeeded", 16), ("failed", 2), ("pending", 2))
+REFUND_SHARE = 0.08  # of succeeded charges
+REFUND_REASONS: tuple[str | None, ...] = ("requested_by_customer", "duplicate", None, "requested_by_customer")
+# A PaymentIntent's status for its charge's status (a failed card leaves it awaiting a new method).
+INTENT_STATUSES = {"succeeded": "succeeded", "failed": "requires_payment_method", "pending": "processing"}
 
 
 def _schedule(rng: random.Random, n: int, weights: Sequence[tuple[T, int]]) -> list[T]:
@@ -257,6 +261,44 @@ class ChargeRow(NamedTuple):
     card: int
     description: int
     order_no: int
+    refund_amount: int = 0  # what the charge's one refund (if any) gave back, minor units
+    refund_created: int = 0
+    refund_reason: int = 0  # index into REFUND_REASONS
+
+    @property
+    def payment_intent(self) -> str:
+        """Every charge is made by one PaymentIntent (the `charges` list's `payment_intent` filter)."""
+        return _derived_id("pi_", self.id)
+
+
+class _OfCharge(NamedTuple):
+    created: int
+    id: str
+    source: ChargeRow
+
+
+class PaymentIntentRow(_OfCharge):
+    """A charge's PaymentIntent: created with it, listed by its own (created, id)."""
+
+    __slots__ = ()
+
+    @property
+    def customer(self) -> str | None:  # the `customer` list filter
+        return self.source.customer
+
+
+class RefundRow(_OfCharge):
+    """The one refund of a refunded seeded charge."""
+
+    __slots__ = ()
+
+    @property
+    def charge(self) -> str:  # the `charge` list filter
+        return self.source.id
+
+    @property
+    def payment_intent(self) -> str:
+        return self.source.payment_intent
 
 
 class EventRow(NamedTuple):
@@ -275,6 +317,8 @@ class Dataset:
     customers: list[CustomerRow]  # sorted by (created, id), oldest first
     charges: list[ChargeRow]
     events: list[EventRow]
+    payment_intents: list[PaymentIntentRow]
+    refunds: list[RefundRow]
 
 
 def generate(*, customers: int, charges: int, seed: int, start: int, end: int) -> Dataset:
@@ -362,9 +406,13 @@ def _generate(*, customers: int, charges: int, seed: int, start: int, end: int) 
                     int(random_() * n_cards),
                     int(random_() * n_descriptions),
                     i + 1,
+                    0,  # refunds are drawn afterwards, from their own random stream
+                    0,
+                    0,
                 )
             )
         )
+    charge_rows = _with_refunds(charge_rows, seed, end)
     charge_rows.sort()
 
     event_ids = _unique_ids(rng, customers + charges, "evt_", 24, taken)
@@ -379,7 +427,33 @@ def _generate(*, customers: int, charges: int, seed: int, start: int, end: int) 
         for eid, row in zip(event_ids[customers:], charge_rows, strict=True)
     )
     events.sort()
-    return Dataset(customer_rows, charge_rows, events)
+    intents = sorted(PaymentIntentRow(row.created, row.payment_intent, row) for row in charge_rows)
+    refunds = sorted(
+        RefundRow(row.refund_created, _derived_id("re_", row.id), row)
+        for row in charge_rows
+        if row.refund_amount
+    )
+    return Dataset(customer_rows, charge_rows, events, intents, refunds)
+
+
+def _with_refunds(rows: list[ChargeRow], seed: int, end: int) -> list[ChargeRow]:
+    """A share of succeeded charges refunded, in full or in part, minutes to days later.
+
+    A random stream of its own, so the customers, charges and events of a seed stay what they were
+    before refunds existed.
+    """
+    rng = random.Random(f"stripe-refunds:{seed}")
+    out: list[ChargeRow] = []
+    for row in rows:
+        if row.status != "succeeded" or rng.random() >= REFUND_SHARE:
+            out.append(row)
+            continue
+        amount = row.amount
+        if rng.random() < 0.4:  # partial: half, kept valid for the currency's minor unit
+            amount = max(10, row.amount // 20 * 10) if row.currency == "kwd" else max(1, row.amount // 2)
+        when = min(row.created + rng.randrange(600, 10 * 86_400), max(row.created, end - 1))
+        out.append(row._replace(refund_amount=amount, refund_created=when, refund_reason=rng.randrange(4)))
+    return out
 
 
 # ---- objects --------------------------------------------------------------------------------------
@@ -403,15 +477,7 @@ def _shapes() -> dict[str, JsonShape]:
         test_clock=None,
     )
     charge = dict(resources["charge"])
-    charge.update(
-        amount_refunded=0,
-        fraud_details={},
-        livemode=False,
-        payment_intent=None,
-        refunded=False,
-        shipping=None,
-        transfer_data=None,
-    )
+    charge.update(fraud_details={}, livemode=False, shipping=None, transfer_data=None)
     card = resources["charge"]["payment_method_details"]["card"]
     card_shape = JsonShape(
         card,
@@ -428,7 +494,57 @@ def _shapes() -> dict[str, JsonShape]:
         ),
     )
     billing_shape = JsonShape(resources["charge"]["billing_details"], ("address", "email", "name", "phone"))
+    intent = dict(resources["payment_intent"])
+    intent.update(  # the fixture's placeholders for a card payment that needs no further action
+        amount_capturable=0,
+        amount_details={"tip": {}},
+        canceled_at=None,
+        cancellation_reason=None,
+        next_action=None,
+        payment_method_configuration_details=None,
+        processing=None,
+        shipping=None,
+        transfer_data=None,
+        source=None,
+    )
+    refund = dict(resources["refund"])
+    refund.update(destination_details={"card": {"type": "refund"}, "type": "card"}, status="succeeded")
     return {
+        "payment_intent": JsonShape(
+            intent,
+            (
+                "amount",
+                "amount_received",
+                "client_secret",
+                "created",
+                "currency",
+                "customer",
+                "description",
+                "id",
+                "last_payment_error",
+                "latest_charge",
+                "metadata",
+                "payment_method",
+                "receipt_email",
+                "status",
+            ),
+        ),
+        "refund": JsonShape(
+            refund,
+            (
+                "amount",
+                "balance_transaction",
+                "charge",
+                "created",
+                "currency",
+                "customer",
+                "id",
+                "metadata",
+                "payment_intent",
+                "payment_method",
+                "reason",
+            ),
+        ),
         "customer": JsonShape(
             customer,
             (
@@ -450,6 +566,7 @@ def _shapes() -> dict[str, JsonShape]:
             (
                 "amount",
                 "amount_captured",
+                "amount_refunded",
                 "balance_transaction",
                 "calculated_statement_descriptor",
                 "captured",
@@ -463,9 +580,11 @@ def _shapes() -> dict[str, JsonShape]:
                 "metadata",
                 "outcome",
                 "paid",
+                "payment_intent",
                 "payment_method",
                 "receipt_email",
                 "receipt_url",
+                "refunded",
                 "refunds",
                 "status",
             ),
@@ -542,6 +661,7 @@ def _charge_fields(row: ChargeRow) -> dict[str, Any]:
     return {
         "amount": row.amount,
         "amount_captured": row.amount if succeeded else 0,
+        "amount_refunded": row.refund_amount,
         "balance_transaction": _derived_id("txn_", row.id) if succeeded else None,
         "billing_details": {
             "address": _ADDRESS_JSON[row.address],
@@ -561,6 +681,7 @@ def _charge_fields(row: ChargeRow) -> dict[str, Any]:
         "metadata": RawJSON(f'{{"order_id": "ORD-{row.order_no:07d}"}}'),
         "outcome": _OUTCOME_DECLINED_JSON if failed else _OUTCOME_OK_JSON,
         "paid": succeeded,
+        "payment_intent": row.payment_intent,
         "payment_method": _derived_id("pm_", row.id),
         "payment_method_details": {
             "card": {
@@ -579,8 +700,10 @@ def _charge_fields(row: ChargeRow) -> dict[str, Any]:
         },
         "receipt_email": row.email if succeeded else None,
         "receipt_url": f"https://pay.stripe.com/receipts/payment/{suffix}" if succeeded else None,
+        "refunded": row.refund_amount == row.amount,
         "refunds": RawJSON(  # ids are alphanumeric: safe inside a JSON string as is
-            f'{{"data": [], "has_more": false, "object": "list", "url": "/v1/charges/{row.id}/refunds"}}'
+            f'{{"data": [{_refund_text(row) if row.refund_amount else ""}], "has_more": false, '
+            f'"object": "list", "url": "/v1/charges/{row.id}/refunds"}}'
         ),
         "status": row.status,
     }
@@ -602,6 +725,70 @@ def charge_object(row: ChargeRow) -> dict[str, Any]:
 
 def charge_json(row: ChargeRow) -> RawJSON:
     return RawJSON(_shapes()["charge"].text(_charge_fields(row)))
+
+
+def _intent_fields(row: PaymentIntentRow) -> dict[str, Any]:
+    charge = row.source
+    succeeded, failed = charge.status == "succeeded", charge.status == "failed"
+    error = None
+    if failed:
+        code, message = FAILURES[charge.order_no % len(FAILURES)]
+        error = {"charge": charge.id, "code": code, "message": message, "type": "card_error"}
+    return {
+        "amount": charge.amount,
+        "amount_received": charge.amount if succeeded else 0,
+        "client_secret": f"{row.id}_secret_{charge.id[3:][:25]}",
+        "created": row.created,
+        "currency": charge.currency,
+        "customer": charge.customer,
+        "description": CHARGE_DESCRIPTIONS[charge.description],
+        "id": row.id,
+        "last_payment_error": error,
+        "latest_charge": charge.id,
+        "metadata": RawJSON(f'{{"order_id": "ORD-{charge.order_no:07d}"}}'),
+        "payment_method": _derived_id("pm_", charge.id),
+        "receipt_email": charge.email if succeeded else None,
+        "status": INTENT_STATUSES[charge.status],
+    }
+
+
+def payment_intent_object(row: PaymentIntentRow) -> dict[str, Any]:
+    """The charge's PaymentIntent as Stripe serves it (the fixture's keys, in its order)."""
+    return copy.deepcopy(_shapes()["payment_intent"].obj(_intent_fields(row)))
+
+
+def payment_intent_json(row: PaymentIntentRow) -> RawJSON:
+    return RawJSON(_shapes()["payment_intent"].text(_intent_fields(row)))
+
+
+def _refund_fields(charge: ChargeRow) -> dict[str, Any]:
+    refund_id = _derived_id("re_", charge.id)
+    return {
+        "amount": charge.refund_amount,
+        "balance_transaction": _derived_id("txn_", refund_id),
+        "charge": charge.id,
+        "created": charge.refund_created,
+        "currency": charge.currency,
+        "customer": charge.customer,
+        "id": refund_id,
+        "metadata": {},
+        "payment_intent": charge.payment_intent,
+        "payment_method": _derived_id("pm_", charge.id),
+        "reason": REFUND_REASONS[charge.refund_reason],
+    }
+
+
+def _refund_text(charge: ChargeRow) -> str:
+    return _shapes()["refund"].text(_refund_fields(charge))
+
+
+def refund_object(row: RefundRow) -> dict[str, Any]:
+    """The refund of a seeded charge as Stripe serves it (the fixture's keys, in its order)."""
+    return copy.deepcopy(_shapes()["refund"].obj(_refund_fields(row.source)))
+
+
+def refund_json(row: RefundRow) -> RawJSON:
+    return RawJSON(_refund_text(row.source))
 
 
 def _event_head(row: EventRow, api_version: str) -> dict[str, Any]:

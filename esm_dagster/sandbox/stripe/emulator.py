@@ -3,8 +3,8 @@
 What it implements, as Stripe does (PROVIDERS.md §1; shapes checked against Stripe's OpenAPI spec by
 `esm_dagster_tests/sandbox/test_stripe_contract.py`):
 
-- `GET /v1/customers`, `/v1/charges`, `/v1/events` (lists), `GET /v1/customers/search`,
-  `GET /v1/customers/{id}`, `/v1/charges/{id}`, `/v1/events/{id}`, `POST /v1/customers` (create),
+- `GET /v1/customers`, `/v1/charges`, `/v1/events`, `/v1/payment_intents`, `/v1/refunds` (lists),
+  `GET /v1/customers/search`, `GET /v1/<resource>/{id}` for each, `POST /v1/customers` (create),
   `POST /v1/customers/{id}` (update), `DELETE /v1/customers/{id}`.
 - Auth by `Authorization: Bearer <key>` or Basic with the key as user; a bad key is answered 401 with
   the key masked as Stripe masks it (prefix, stars, last four), never echoed.
@@ -91,8 +91,16 @@ LIST_PARAMETERS: dict[str, frozenset[str]] = {  # the query parameters the spec 
         "created customer ending_before expand limit payment_intent starting_after transfer_group"
     ),
     "events": _names("created delivery_success ending_before expand limit starting_after type types"),
+    "payment_intents": _names("created customer ending_before expand limit starting_after"),
+    "refunds": _names("charge created ending_before expand limit payment_intent starting_after"),
 }
-_OBJECT_NAMES = {"customers": "customer", "charges": "charge", "events": "event"}
+_OBJECT_NAMES = {
+    "customers": "customer",
+    "charges": "charge",
+    "events": "event",
+    "payment_intents": "payment_intent",
+    "refunds": "refund",
+}
 CUSTOMER_PARAMETERS = _names(
     "address balance description email expand invoice_prefix metadata name phone preferred_locales "
     "shipping tax_exempt"
@@ -336,7 +344,18 @@ class StripeEmulator(LoopbackEmulator):
             "charges", dataset.charges, stripe_data.charge_object, stripe_data.charge_json
         )
         self.events = _Collection("events", dataset.events, self._build_event, self._render_event)
-        self._collections = {c.name: c for c in (self.customers, self.charges, self.events)}
+        self.payment_intents = _Collection(
+            "payment_intents",
+            dataset.payment_intents,
+            stripe_data.payment_intent_object,
+            stripe_data.payment_intent_json,
+        )
+        self.refunds = _Collection(
+            "refunds", dataset.refunds, stripe_data.refund_object, stripe_data.refund_json
+        )
+        self._collections = {
+            c.name: c for c in (self.customers, self.charges, self.events, self.payment_intents, self.refunds)
+        }
         self._new_ids = random.Random(f"stripe-emulator:{seed}:new-objects")
         self._sequence = 0
         self._idempotency: dict[tuple[str, str], _StoredResponse] = {}
@@ -351,7 +370,7 @@ class StripeEmulator(LoopbackEmulator):
 
     # ---- introspection for tests and the demo ---------------------------------------------------
     def object_ids(self, resource: str) -> list[str]:
-        """Ids of the current objects of `customers`, `charges` or `events`, newest first."""
+        """Ids of the current objects of a resource (`customers`, `refunds`, ...), newest first."""
         with self._lock:
             return [row.id for row in reversed(self._collections[resource].rows)]
 
@@ -402,7 +421,7 @@ class StripeEmulator(LoopbackEmulator):
         metadata: dict[str, str] | None = None,
         created: int | None = None,
     ) -> dict[str, Any]:
-        """A new card charge in Stripe's shape, plus its `charge.<status>` event.
+        """A new card charge in Stripe's shape, its PaymentIntent, and its `charge.<status>` event.
 
         `amount` is in the currency's minor unit (satang, cents; yen have none), as Stripe takes it.
         Billing details are copied from `customer` when one is given.
@@ -433,6 +452,10 @@ class StripeEmulator(LoopbackEmulator):
             obj["metadata"] = dict(metadata or {})
             self.charges.overrides[charge_id] = obj
             self.charges.insert(_StoredRow(when, charge_id))
+            intent = stripe_data.PaymentIntentRow(when, template.payment_intent, template)
+            self.payment_intents.overrides[intent.id] = stripe_data.payment_intent_object(intent)
+            self.payment_intents.overrides[intent.id]["metadata"] = dict(metadata or {})
+            self.payment_intents.insert(_StoredRow(when, intent.id))
             self._event(f"charge.{status}", obj, None, self._python_context(), when)
             return copy.deepcopy(obj)
 
@@ -722,7 +745,7 @@ class StripeEmulator(LoopbackEmulator):
 
     def _predicate(self, resource: str, params: dict[str, Any]) -> Callable[[Any], bool] | None:
         checks: list[tuple[str, str]] = []
-        for name in ("email", "customer", "payment_intent", "transfer_group", "test_clock"):
+        for name in ("email", "customer", "charge", "payment_intent", "transfer_group", "test_clock"):
             if name in params:
                 checks.append((name, self._string(params[name], name)))
         types: list[str] = []
