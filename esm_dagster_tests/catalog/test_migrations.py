@@ -18,7 +18,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
-HEAD = "0003_rate_limits"
+HEAD = "0005_audit_log"
 
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
@@ -163,7 +163,7 @@ def test_rate_limits_migration_adds_and_drops_only_its_table(blank_db: str) -> N
     with get_engine(blank_db).connect() as conn:
         before = set(sa.inspect(conn).get_table_names())
     assert "esm_rate_limit" not in before
-    upgrade(blank_db)
+    upgrade(blank_db, "0003_rate_limits")
     with get_engine(blank_db).connect() as conn:
         inspector = sa.inspect(conn)
         assert set(inspector.get_table_names()) == before | {"esm_rate_limit"}
