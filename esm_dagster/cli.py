@@ -129,6 +129,8 @@ def cmd_mapping_add(args: argparse.Namespace) -> int:
             problems = validation_problems(exc, raw, tuple(MappingInput.model_fields))
             raise MappingError(f"mapping {name!r}: {problems}") from None
     url = _catalog_url()
+    if any(item.credentials for item in inputs):
+        _require(url, "credentials.write", "write credentials")
     vault = Vault.from_env()
     with session_factory(url).begin() as session:
         for item in inputs:
@@ -239,6 +241,8 @@ def cmd_mapping_edit(args: argparse.Namespace) -> int:
     if not changes and rules is None and credentials is None:
         raise ValueError("nothing to change: give --set COLUMN=VALUE, --rules FILE or --credentials FILE")
     url = _catalog_url()
+    if credentials is not None:
+        _require(url, "credentials.write", "change credentials")
     vault = Vault.from_env() if credentials is not None else None
     with session_factory(url).begin() as session:
         row = get_mapping(session, args.mapping)
@@ -401,6 +405,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     quiet = logging.getLogger("esm_dagster.cli.sync")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
+    _audit_manual_sync(url, args.mapping, full_refresh=args.full_refresh, since=args.since, force=args.force)
     report = run_mapping(
         url,
         args.mapping,
@@ -435,6 +440,98 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _audit_manual_sync(url: str, ref: str, **details: Any) -> None:
+    from esm_dagster.catalog import audit
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import get_mapping
+
+    with session_factory(url).begin() as session:
+        audit.record(session, "sync.manual", get_mapping(session, ref), details=details)
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog import audit
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import get_mapping
+
+    url = _catalog_url()
+    mapping_id = None
+    if args.mapping:
+        with session_factory(url)() as session:
+            mapping_id = get_mapping(session, args.mapping).id
+    rows = audit.list_entries(
+        url, mapping_id=mapping_id, action=args.action, actor=args.actor, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    records = [
+        {
+            "at_utc": r.at.strftime("%Y-%m-%d %H:%M:%S"),
+            "who": r.actor + (f" ({r.actor_role})" if r.actor_role else ""),
+            "action": r.action,
+            "outcome": r.outcome,
+            "mapping": r.mapping or "-",
+            "details": ", ".join(f"{k}={v}" for k, v in r.details.items() if v not in (None, "", [])),
+        }
+        for r in rows
+    ]
+    columns = ["at_utc", "who", "action", "outcome", "mapping", "details"]
+    print(format_table(records, columns) if records else "no entries")
+    return 0
+
+
+def cmd_operators_add(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog import audit
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.models import User, UserRole
+
+    url = _catalog_url()
+    try:
+        role = UserRole(args.role)
+    except ValueError:
+        raise ValueError(f"--role {args.role!r}: one of {', '.join(r.value for r in UserRole)}") from None
+    email = args.email.strip().lower()
+    if "@" not in email:
+        raise ValueError(f"{args.email!r} is not an email address")
+    with session_factory(url).begin() as session:
+        user = session.scalar(sa.select(User).where(sa.func.lower(User.email) == email))
+        action = "operator.changed" if user is not None else "operator.added"
+        if user is None:
+            user = User(email=email, full_name=args.name)
+            session.add(user)
+        user.role = role
+        user.is_active = True
+        session.flush()
+        audit.record(session, action, details={"operator": email, "role": role.value})
+    print(f"{'changed' if action == 'operator.changed' else 'added'} operator {email} ({role.value})")
+    return 0
+
+
+def cmd_operators_list(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.models import User
+
+    url = _catalog_url()
+    with session_factory(url)() as session:
+        rows = session.execute(
+            sa.select(User.email, User.role, User.is_active)
+            .where(User.role.is_not(None))
+            .order_by(User.email)
+        ).all()
+    records = [{"email": str(e), "role": str(r), "active": "yes" if a else "no"} for e, r, a in rows]
+    print(
+        format_table(records, ["email", "role", "active"])
+        if records
+        else "no operators: single-operator mode"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from esm_dagster.demo.run import run_demo
 
@@ -463,8 +560,84 @@ def format_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
+# The permission each command checks before it touches anything (security.access); commands that
+# touch no catalog (key generation, the demo's own sandbox) need none.
+PERMISSION_OF: dict[Any, str | None] = {
+    cmd_db_upgrade: "catalog.upgrade",
+    cmd_keys_generate: None,
+    cmd_mapping_add: "mapping.write",
+    cmd_mapping_list: "mapping.read",
+    cmd_mapping_set_active: "mapping.write",
+    cmd_mapping_edit: "mapping.write",
+    cmd_mapping_preview: "mapping.read",
+    cmd_tasks_list: "tasks.read",
+    cmd_quarantine_list: "quarantine.read",
+    cmd_quarantine_replay: "quarantine.replay",
+    cmd_sync: "sync.run",
+    cmd_test_connection: "connection.test",
+    cmd_audit_list: "audit.read",
+    cmd_operators_add: "operators.manage",
+    cmd_operators_list: "mapping.read",
+    cmd_demo: None,
+    cmd_ui: None,
+}
+
+
+def _require(url: str, permission: str, what: str) -> None:
+    from esm_dagster.catalog.audit import current_actor
+    from esm_dagster.security.access import Operator, require
+
+    actor = current_actor()
+    require(url, Operator(actor.name, actor.role or ""), permission, what=what)
+
+
+def _catalog_exists(url: str) -> bool:
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog.db import get_engine
+
+    with get_engine(url).connect() as conn:
+        return bool(sa.inspect(conn).has_table("user"))
+
+
+def _run_as_operator(args: argparse.Namespace) -> int:
+    """Identify the operator, check the command's permission, then run it as them."""
+    from esm_dagster.catalog import audit
+    from esm_dagster.catalog.db import database_url
+    from esm_dagster.security.access import identify, require
+
+    if args.func not in PERMISSION_OF:
+        raise RuntimeError(f"command {args.command!r} declares no permission (cli.PERMISSION_OF)")
+    permission = PERMISSION_OF[args.func]
+    if permission is None:
+        return int(args.func(args) or 0)
+    url = database_url()
+    if not _catalog_exists(url):
+        # Nothing to protect yet: `db upgrade` creates the catalog, `mapping preview` needs none,
+        # and every other command says the catalog is missing.
+        return int(args.func(args) or 0)
+    operator = identify(url, getattr(args, "as_user", None))
+    what = " ".join(a for a in (args.command, _subcommand(args)) if a)
+    require(url, operator, permission, what=what)
+    with audit.acting_as(operator.actor("cli")):
+        return int(args.func(args) or 0)
+
+
+def _subcommand(args: argparse.Namespace) -> str | None:
+    for name, value in vars(args).items():
+        if name.endswith("_command") and isinstance(value, str):
+            return value
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="EMAIL",
+        help="the operator this command runs as (default: ESM_USER); roles decide what is allowed",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="catalog database").add_subparsers(dest="db_command", required=True)
@@ -546,6 +719,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(func=cmd_sync)
 
+    audit_cmd = sub.add_parser("audit", help="the append-only audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit_list = audit_cmd.add_parser("list", help="who did what to which mapping, newest first")
+    audit_list.add_argument("--mapping", help="only this mapping (id, system name or system/stream)")
+    audit_list.add_argument("--action", help="only this action, or a prefix ending in '.' (credentials.)")
+    audit_list.add_argument("--actor", help="only this operator (email) or 'system' / 'dagster'")
+    audit_list.add_argument("--limit", type=int, default=100)
+    audit_list.add_argument("--json", action="store_true")
+    audit_list.set_defaults(func=cmd_audit_list)
+
+    operators = sub.add_parser("operators", help="people who run esm, and their roles").add_subparsers(
+        dest="operators_command", required=True
+    )
+    op_add = operators.add_parser("add", help="add an operator or change their role (admin)")
+    op_add.add_argument("email")
+    op_add.add_argument("--role", required=True, help="admin, engineer or viewer")
+    op_add.add_argument("--name", help="full name")
+    op_add.set_defaults(func=cmd_operators_add)
+    operators.add_parser("list", help="operators and roles").set_defaults(func=cmd_operators_list)
+
     test_conn = sub.add_parser(
         "test-connection", help="one cheap authenticated call to a mapping's provider; result on the row"
     )
@@ -579,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return _run_as_operator(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, secrets scrubbed, for every user-caused failure

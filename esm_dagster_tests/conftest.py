@@ -34,6 +34,8 @@ def _isolated_from_the_developer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port."""
     monkeypatch.setenv("ESM_HOME", str(tmp_path / "esm_home"))
     monkeypatch.setenv("ESM_DAGSTER_UI_URL", "http://127.0.0.1:9")
+    # The demo catalog's admin: `esm` commands on a catalog with operators must say who runs them.
+    monkeypatch.setenv("ESM_USER", "data-team@padel.example")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.models import (
     AuthenticationType,
     ExternalSystemMapping,
@@ -211,6 +212,10 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
     if created:
         session.add(row)
     session.flush()
+    fields = sorted(item.credentials)
+    audit.record(session, "mapping.created" if created else "mapping.edited", row, details={"from": "file"})
+    if fields:
+        audit.record(session, "credentials.changed", row, details={"fields": fields})
     return row, created
 
 
@@ -447,6 +452,12 @@ def set_active(session: Session, row: ExternalSystemMapping, active: bool) -> st
         row.sync_status = SyncStatus.ACTIVE
     row.updated_at = utcnow()
     session.flush()
+    audit.record(
+        session,
+        "mapping.enabled" if active else "mapping.disabled",
+        row,
+        details={"status": str(row.sync_status)},
+    )
     return str(row.sync_status)
 
 
@@ -547,4 +558,11 @@ def _edit_mapping(
     if changed:
         row.updated_at = utcnow()
         session.flush()
+        columns = [c for c in changed if c not in ("credentials", "mapping_rules")]
+        if columns:
+            audit.record(session, "mapping.edited", row, details={"columns": columns})
+        if "mapping_rules" in changed:
+            audit.record(session, "mapping.rules_changed", row)
+        if credentials is not None:
+            audit.record(session, "credentials.changed", row, details={"fields": sorted(credentials)})
     return changed

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     Enum,
@@ -369,3 +370,33 @@ class WebhookInboxEvent(Base):
 
 Index("ix_esm_webhook_inbox_pending", WebhookInboxEvent.mapping_id, WebhookInboxEvent.processed_at)
 Index("ix_esm_webhook_inbox_signature", WebhookInboxEvent.mapping_id, WebhookInboxEvent.signature_digest)
+
+
+class AuditEntry(Base):
+    """One thing a person or the system did to the catalog: append-only.
+
+    No foreign key to the mapping: the history of a mapping outlives the mapping. On PostgreSQL
+    triggers refuse UPDATE, DELETE and TRUNCATE for every role the application connects as; on
+    SQLite triggers refuse UPDATE and DELETE (a file's owner can always rewrite the file).
+    """
+
+    __tablename__ = "esm_audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    actor: Mapped[str] = mapped_column(String(320), nullable=False)  # an operator's email, or "system"
+    actor_role: Mapped[str | None] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # cli, dagster, webhooks, ...
+    action: Mapped[str] = mapped_column(String(60), nullable=False)
+    mapping_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    mapping_name: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(10), nullable=False, default="ok")  # ok, denied, failed
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_esm_audit_log_mapping_at", "mapping_id", "at"),
+        Index("ix_esm_audit_log_at", "at"),
+    )

@@ -8,9 +8,12 @@ definition time to find its config class and resources.
 """
 
 import datetime as dt
+import uuid
+from collections.abc import Mapping
 
 import dagster as dg
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.mappings import MappingSpec
 from esm_dagster.orchestration.naming import tag_value
 from esm_dagster.orchestration.partitions import cadence_of, partitions_for, window_seconds
@@ -176,19 +179,35 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
         by_window = not (config.full_refresh or config.since or config.incremental)
         if partition_key is not None and partitions_def is not None and by_window:
             window = window_seconds(partitions_def, partition_key)
-        try:
-            report = run_mapping(
+        actor = audit.Actor(audit.DAGSTER, None, "dagster", context.run.run_id)
+        trigger = sync_trigger(context.run.tags)
+        if trigger is not None:  # a person launched it (the UI has no login: who is not known)
+            audit.record_now(
                 catalog.database_url,
-                spec.id,
-                vault=vault.vault(),
-                full_refresh=config.full_refresh,
-                since=_parse_since(config.since, spec.timezone),
-                dagster_run_id=context.run.run_id,
-                logger=context.log,
-                provider_builder=providers.build,
-                window=window,
-                partition_key=partition_key,
+                trigger,
+                actor=actor,
+                mapping_id=uuid.UUID(spec.id),
+                mapping_name=spec.system_name,
+                details={
+                    "partition": partition_key,
+                    "full_refresh": config.full_refresh,
+                    "since": config.since,
+                },
             )
+        try:
+            with audit.acting_as(actor):
+                report = run_mapping(
+                    catalog.database_url,
+                    spec.id,
+                    vault=vault.vault(),
+                    full_refresh=config.full_refresh,
+                    since=_parse_since(config.since, spec.timezone),
+                    dagster_run_id=context.run.run_id,
+                    logger=context.log,
+                    provider_builder=providers.build,
+                    window=window,
+                    partition_key=partition_key,
+                )
         except SyncFailed as exc:
             raise dg.Failure(
                 description=str(exc),
@@ -207,6 +226,16 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
         )
 
     return _sync
+
+
+def sync_trigger(tags: Mapping[str, str]) -> str | None:
+    """The audit action of a run a person launched (`sync.backfill`, `sync.manual`), or None for a
+    run a schedule or sensor started."""
+    if "dagster/backfill" in tags:
+        return "sync.backfill"
+    if "dagster/schedule_name" in tags or "dagster/sensor_name" in tags:
+        return None
+    return "sync.manual"
 
 
 def alert_recovered(database_url: str, spec: MappingSpec, run_id: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, trial_in_progress
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import (
@@ -214,6 +215,14 @@ def run_mapping(
         session.flush()
         run_id = run.id
         refusal = _check_circuit(session, row, run, rules, report, force=force, now=(clock or utcnow)())
+        if refusal is None:  # the credentials are opened next, inside this run
+            details = {
+                "purpose": "sync",
+                "stream": stream,
+                "partition": partition_key,
+                "full_refresh": full_refresh,
+            }
+            audit.record(session, "credentials.read", row, details=details)
         session.flush()  # the circuit's note on the row, before the row leaves the session
         session.expunge(row)
     if refusal is not None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import get_mapping, record_recovery
 from esm_dagster.catalog.models import ExternalSystemMapping, SyncRun
@@ -95,6 +96,7 @@ def _record(url: str, row: ExternalSystemMapping, result: ProbeResult, dagster_r
         current = session.get(ExternalSystemMapping, row.id)
         if current is None:
             return
+        audit.record(session, "credentials.read", current, details={"purpose": "probe", "ok": result.ok})
         if result.ok:
             result.recovered = record_recovery(
                 session, row.id, "health probe succeeded; mapping back to active"

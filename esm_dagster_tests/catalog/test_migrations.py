@@ -2,6 +2,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,7 +19,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
-HEAD = "0004_webhook_inbox"
+HEAD = "0005_audit_log"
 
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
@@ -183,7 +184,7 @@ def test_webhook_inbox_migration_adds_and_drops_only_its_table(blank_db: str) ->
     upgrade(blank_db, "0003_rate_limits")
     with get_engine(blank_db).connect() as conn:
         before = set(sa.inspect(conn).get_table_names())
-    upgrade(blank_db)
+    upgrade(blank_db, "0004_webhook_inbox")
     with get_engine(blank_db).connect() as conn:
         inspector = sa.inspect(conn)
         assert set(inspector.get_table_names()) == before | {"esm_webhook_inbox"}
@@ -195,3 +196,29 @@ def test_webhook_inbox_migration_adds_and_drops_only_its_table(blank_db: str) ->
     downgrade(blank_db, "0003_rate_limits")
     with get_engine(blank_db).connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) == before
+
+
+def test_audit_log_migration_adds_its_table_and_append_only_triggers(blank_db: str) -> None:
+    from esm_dagster.catalog.migrate import downgrade
+
+    upgrade(blank_db, "0004_webhook_inbox")
+    with get_engine(blank_db).connect() as conn:
+        before = set(sa.inspect(conn).get_table_names())
+    upgrade(blank_db, "0005_audit_log")
+    engine = get_engine(blank_db)
+    with engine.begin() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == before | {"esm_audit_log"}
+        conn.execute(
+            sa.text(
+                "insert into esm_audit_log (at, actor, source, action, outcome, details) "
+                "values (:at, 'system', 'system', 'keys.rotated', 'ok', '{}')"
+            ),
+            {"at": dt.datetime.now(dt.UTC)},
+        )
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(sa.text("delete from esm_audit_log"))
+    downgrade(blank_db, "0004_webhook_inbox")
+    with get_engine(blank_db).connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == before
+    upgrade(blank_db)  # and up again: the PostgreSQL function was dropped with the table
+    assert current_revision(blank_db) == HEAD
