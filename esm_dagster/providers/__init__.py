@@ -13,6 +13,7 @@ from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec
 _REGISTRY: dict[str, str] = {
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
     "hubspot": "esm_dagster.providers.hubspot:HubSpotProvider",
+    "mailchimp": "esm_dagster.providers.mailchimp:MailchimpProvider",
 }
 
 
