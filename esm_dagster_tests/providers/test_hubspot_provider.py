@@ -314,3 +314,42 @@ def test_registry_streams_and_bad_arguments() -> None:
         "https://api.hubapi.com/crm/v3/", token=Secret(TOKEN), policy=TransportPolicy(0, 5)
     )
     assert provider.base_url == "https://api.hubapi.com" and TOKEN not in repr(provider)
+
+
+class _BrokenHubSpot(LoopbackEmulator):
+    """A server answering 200 with whatever body the test sets."""
+
+    body = b"<html>gateway</html>"
+
+    def handle(self, request: Request) -> Response:
+        return Response(200, self.body)
+
+    def render_fault(self, request: Request, fault: Fault) -> Response:
+        return Response(500, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"<html>gateway</html>", "invalid_json"),
+        (b'{"results": {"id": "1"}}', "unexpected_response"),
+        (b'{"results": [{"name": "no id"}]}', "unexpected_response"),
+        (b'{"results": [], "paging": {"next": {"after": "9"}}}', "empty_page_with_next"),
+    ],
+)
+def test_bad_bodies_are_server_errors_without_the_token(body: bytes, code: str) -> None:
+    with _BrokenHubSpot() as server:
+        server.body = body
+        provider = HubSpotProvider(server.url, token=Secret(TOKEN), policy=TransportPolicy(0, 5))
+        with pytest.raises(ProviderError) as caught:
+            list(provider.iter_pages("contacts"))
+    assert caught.value.error_class == "server" and caught.value.code == code
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)
+
+
+def test_a_timeout_never_carries_the_token(emulator: HubSpotEmulator) -> None:
+    emulator.faults.delay_next(1, seconds=0.5)
+    with provider_for(emulator, retries=0, timeout=0.2) as provider, pytest.raises(ProviderError) as caught:
+        list(provider.iter_pages("contacts", window_start=START, window_end=END))
+    assert caught.value.error_class == "timeout" and caught.value.method == "POST"
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)

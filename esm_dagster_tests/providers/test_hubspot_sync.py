@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
 from esm_dagster.catalog.db import get_engine, session_factory
-from esm_dagster.catalog.mappings import MappingInput, upsert_mapping
+from esm_dagster.catalog.mappings import MappingInput, get_mapping, upsert_mapping
 from esm_dagster.catalog.types import UTCDateTime
 from esm_dagster.providers.hubspot import HubSpotProvider
 from esm_dagster.sandbox.hubspot import HubSpotEmulator
@@ -132,7 +132,7 @@ def test_contacts_sync_exactly_and_reruns_write_no_duplicates(
     assert loaded(catalog) == expected
 
 
-def test_a_pushed_contact_and_a_change_come_back_through_the_engine(
+def test_a_pushed_contact_comes_back_and_a_wrong_token_fails_as_auth(
     catalog: str, emulator: HubSpotEmulator
 ) -> None:
     run_mapping(catalog, "Club HubSpot/contacts")
@@ -161,12 +161,6 @@ def test_a_pushed_contact_and_a_change_come_back_through_the_engine(
     assert rows[pushed["id"]]["first_name"] == "Pushed"
     assert rows[target["id"]]["lifecycle_stage"] == "evangelist"
     assert len(rows) == len({c["id"] for c in emulator.contacts() if expected_row(c) is not None})
-
-
-def test_a_wrong_token_fails_the_sync_as_auth_without_the_token(
-    catalog: str, emulator: HubSpotEmulator
-) -> None:
-    from esm_dagster.catalog.mappings import get_mapping
 
     wrong = "pat-na1-00000000-0000-0000-0000-000000000bad"
     with session_factory(catalog).begin() as session:

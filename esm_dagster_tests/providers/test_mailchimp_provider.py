@@ -19,6 +19,7 @@ from esm_dagster.providers.mailchimp import (
     subscriber_hash,
     to_seconds,
 )
+from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
 from esm_dagster.sandbox.mailchimp import MailchimpEmulator
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
@@ -223,7 +224,7 @@ def test_an_expired_key_is_auth(emulator: MailchimpEmulator) -> None:
 
 def test_the_eleventh_connection_is_refused_and_the_provider_waits_it_out() -> None:
     """Connections are opened (and kept alive) first, then twelve requests go out together, each held
-    1 s by the emulator: ten are served, two refused. Then twelve providers do the same and retry."""
+    0.6 s by the emulator: ten are served, two refused. Then twelve providers do the same and retry."""
     with MailchimpEmulator([KEY], members=5, seed=1) as emulator:
         path = f"/3.0/lists/{emulator.list_id}/members"
         clients = [
@@ -232,7 +233,7 @@ def test_the_eleventh_connection_is_refused_and_the_provider_waits_it_out() -> N
         ]
         for client in clients:
             assert client.get(path).status_code == 200  # connected, one at a time
-        emulator.latency = 1.0
+        emulator.latency = 0.6
         barrier = threading.Barrier(12)
         statuses: list[int] = []
 
@@ -252,13 +253,13 @@ def test_the_eleventh_connection_is_refused_and_the_provider_waits_it_out() -> N
                 emulator.url,
                 api_key=Secret(KEY),
                 list_id=emulator.list_id,
-                policy=TransportPolicy(6, 5, base_delay=0.2, max_delay=2.0),
+                policy=TransportPolicy(6, 5, base_delay=0.1, max_delay=2.0),
             )
             for _ in range(12)
         ]
         for provider in providers:
             provider.probe()
-        emulator.latency = 0.3
+        emulator.latency = 0.2
         outcomes: list[str] = []
 
         def probe(provider: MailchimpProvider) -> None:
@@ -341,3 +342,55 @@ def test_base_url_must_match_the_keys_data_centre() -> None:
     with pytest.raises(TypeError):
         MailchimpProvider(api_key=KEY, list_id="abc123", policy=policy)  # type: ignore[arg-type]
     assert get_provider_class("mailchimp") is MailchimpProvider
+
+
+class _BrokenMailchimp(LoopbackEmulator):
+    """A server answering with whatever status and body the test sets."""
+
+    status, body = 200, b"not json"
+
+    def handle(self, request: Request) -> Response:
+        return Response(self.status, self.body)
+
+    def render_fault(self, request: Request, fault: Fault) -> Response:
+        return Response(500, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_class", "code"),
+    [
+        (200, b"not json", "server", "invalid_json"),
+        (200, b'{"members": []}', "server", "unexpected_response"),
+        (
+            200,
+            b'{"members": [{"email_address": "x@y.z"}], "total_items": 1}',
+            "server",
+            "unexpected_response",
+        ),
+        (200, b'{"members": [], "total_items": 5}', "server", "empty_page_with_more"),
+        (403, b"", "rate_limit", None),  # the bare 403 of the high-volume throttle
+    ],
+)
+def test_bad_answers_are_classified_without_the_key(
+    status: int, body: bytes, error_class: str, code: str | None
+) -> None:
+    with _BrokenMailchimp() as server:
+        server.status, server.body = status, body
+        policy = TransportPolicy(0, 5)
+        provider = MailchimpProvider(server.url, api_key=Secret(KEY), list_id="abc123", policy=policy)
+        with pytest.raises(ProviderError) as caught:
+            list(provider.iter_pages("members"))
+    assert (caught.value.error_class, caught.value.code) == (error_class, code)
+    assert KEY not in str(caught.value) and KEY not in repr(caught.value)
+
+
+def test_a_timeout_never_carries_the_key(emulator: MailchimpEmulator) -> None:
+    emulator.faults.delay_next(1, seconds=0.5)
+    with provider_for(emulator, retries=0, timeout=0.2) as provider, pytest.raises(ProviderError) as caught:
+        provider.write(
+            "members_upsert",
+            [{"email_address": "slow@example.com", "status_if_new": "subscribed"}],
+            idempotency_keys=["k"],
+        )
+    assert (caught.value.error_class, caught.value.retryable, caught.value.method) == ("timeout", True, "PUT")
+    assert KEY not in str(caught.value) and KEY[:32] not in repr(caught.value)

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
 from esm_dagster.catalog.db import get_engine, session_factory
-from esm_dagster.catalog.mappings import MappingInput, get_mapping, upsert_mapping
+from esm_dagster.catalog.mappings import MappingInput, upsert_mapping
+from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.catalog.types import UTCDateTime
 from esm_dagster.providers.context import ProviderConfigError
 from esm_dagster.providers.factory import build_provider
@@ -155,15 +156,20 @@ def test_an_upserted_member_comes_back_through_the_engine(catalog: str, emulator
     )
 
 
-def test_an_endpoint_of_another_data_centre_is_a_config_error(
-    db_url: str, fernet_key: str, emulator: MailchimpEmulator
-) -> None:
-    item = mapping(db_url, emulator, api_endpoint="https://us9.api.mailchimp.com/3.0")
-    with session_factory(db_url).begin() as session:
-        upsert_mapping(session, Vault.from_env(), item)
-    with session_factory(db_url)() as session:
-        row = get_mapping(session, "Club Mailchimp/members")
-        credentials = Vault.from_env().decrypt(row.credentials)
+def test_an_endpoint_of_another_data_centre_is_a_config_error(emulator: MailchimpEmulator) -> None:
+    item = mapping("", emulator, api_endpoint="https://us9.api.mailchimp.com/3.0")
+    row = ExternalSystemMapping(
+        system_name=item.system_name,
+        provider_name=item.provider_name,
+        api_endpoint=item.api_endpoint,
+        retry_attempts=0,
+        timeout_seconds=5,
+        mapping_rules=item.mapping_rules,
+    )
     with pytest.raises(ProviderConfigError, match=r"us9\.api\.mailchimp\.com") as caught:
-        build_provider(row, credentials)
-    assert "'us6'" in str(caught.value) and KEY not in str(caught.value)
+        build_provider(row, {"api_key": Secret(KEY), "list_id": emulator.list_id})
+    assert (
+        "'us6'" in str(caught.value)
+        and "Club Mailchimp" in str(caught.value)
+        and KEY not in str(caught.value)
+    )
