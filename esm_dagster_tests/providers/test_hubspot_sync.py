@@ -170,3 +170,32 @@ def test_a_pushed_contact_comes_back_and_a_wrong_token_fails_as_auth(
         run_mapping(catalog, "Club HubSpot/contacts")
     assert caught.value.report.error_class == "auth"
     assert wrong not in str(caught.value) and wrong not in (caught.value.report.error or "")
+
+
+def test_a_search_run_that_fails_mid_window_resumes_from_its_cursor(
+    catalog: str, emulator: HubSpotEmulator
+) -> None:
+    """The second search page fails for good: the first batch is committed with the search cursor;
+    the next run resumes there and the table ends up exactly right, nothing read twice past it."""
+    with session_factory(catalog).begin() as session:
+        get_mapping(session, "Club HubSpot/contacts").retry_attempts = 0
+    emulator.faults.fail_next(1, status=500, path="/crm/v3/objects/contacts/search", after=1)
+    since = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)  # a window start: the search path, not the list
+    with pytest.raises(SyncFailed) as caught:
+        run_mapping(catalog, "Club HubSpot/contacts", since=since)
+    failed = caught.value.report
+    assert failed.error_class == "server" and failed.batches == 1 and failed.records_read == 40
+    searches_before = sum(r.path.endswith("/search") for r in emulator.requests)
+
+    resumed = run_mapping(catalog, "Club HubSpot/contacts")
+    contacts = emulator.contacts()
+    assert resumed.resumed and resumed.window_start == int(since.timestamp())
+    # it went on from the cursor: at most the boundary contact of each page read again
+    assert (
+        len(contacts) - failed.records_read
+        <= resumed.records_read
+        <= len(contacts) - failed.records_read + resumed.pages
+    )
+    assert sum(r.path.endswith("/search") for r in emulator.requests) - searches_before == resumed.pages
+    expected = {c["id"]: row for c in contacts if (row := expected_row(c)) is not None}
+    assert loaded(catalog) == expected
