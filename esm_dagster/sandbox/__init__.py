@@ -5,4 +5,6 @@ checked against the provider's published OpenAPI document where one exists, and 
 switch (`emulator.faults`) for outages, rate limits, slow answers and dropped connections.
 
 - `esm_dagster.sandbox.stripe.StripeEmulator` (CLI: `python -m esm_dagster.sandbox.stripe`)
+- `esm_dagster.sandbox.hubspot.HubSpotEmulator` (CLI: `python -m esm_dagster.sandbox.hubspot`)
+- `esm_dagster.sandbox.mailchimp.MailchimpEmulator` (CLI: `python -m esm_dagster.sandbox.mailchimp`)
 """
