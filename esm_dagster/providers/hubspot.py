@@ -229,8 +229,8 @@ class HubSpotProvider(JsonHttpProvider):
         gte, after = start_ms, None
         if cursor:
             guard.check(cursor)
-            gte_text, after = self._decode_cursor(cursor, "search")[1].split(":", 1)
-            gte, after = int(gte_text), after or None
+            gte_text, _, after_text = self._decode_cursor(cursor, "search")[1].partition(":")
+            gte, after = int(gte_text), after_text or None
         read_in_query = 0  # records read since the query's gte last moved (for the cap check)
         while True:
             filters: list[dict[str, str]] = [
@@ -250,20 +250,14 @@ class HubSpotProvider(JsonHttpProvider):
             records, next_after = self._results(result.body, path)
             total = result.body.get("total")
             read_in_query += len(records)
-            if next_after is None:
-                if isinstance(total, int) and not isinstance(total, bool) and total > read_in_query and after:
-                    raise self.protocol_error(
-                        f"more than {SEARCH_CAP} contacts share lastmodifieddate {gte} ms; HubSpot's search "
-                        "cannot page past that many and a tie cannot be narrowed",
-                        "search_cap",
-                        "POST",
-                        path,
-                    )
+            # No next page although the query matched more than was read: the paging cap.
+            capped = next_after is None and isinstance(total, int) and total > read_in_query
+            if next_after is None and not capped:
                 yield Page(records, False, None, result.seconds)
                 return
             if not records:
                 raise self.protocol_error(
-                    "paging.next on an empty page", "empty_page_with_next", "POST", path
+                    "no records on a page that is not the last", "empty_page_with_next", "POST", path
                 )
             stamps = [self._modified_ms(r) for r in records]
             if any(s is None for s in stamps):
@@ -273,8 +267,16 @@ class HubSpotProvider(JsonHttpProvider):
             last = max(s for s in stamps if s is not None)
             if last > gte:  # narrow the window to start at the last record's millisecond
                 gte, after, read_in_query = last, None, 0
-            else:  # the whole page is one tie at gte: only the server's cursor moves through it
+            elif next_after is not None:  # the page is one tie at gte: only the server's cursor moves
                 after = next_after
+            else:
+                raise self.protocol_error(
+                    f"more than {SEARCH_CAP} contacts share lastmodifieddate {gte} ms; HubSpot's search "
+                    "cannot page past that many and a tie cannot be narrowed",
+                    "search_cap",
+                    "POST",
+                    path,
+                )
             next_cursor = f"search:{gte}:{after or ''}"
             guard.check(next_cursor)
             yield Page(records, True, next_cursor, result.seconds)

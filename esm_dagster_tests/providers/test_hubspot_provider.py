@@ -124,6 +124,20 @@ def test_a_tie_beyond_the_search_cap_is_raised_not_truncated(emulator: HubSpotEm
     assert caught.value.code == "search_cap" and not caught.value.retryable
 
 
+def test_a_tie_read_up_to_the_cap_is_narrowed_past(emulator: HubSpotEmulator) -> None:
+    """Fifteen contacts share a millisecond and twenty follow: the tie is paged with `after`, the
+    cap stops that paging on a page that reaches past the tie, and the window narrows from there."""
+    emulator.search_cap = 20
+    tie = (END - 3600) * 1000
+    made = [emulator.add_contact(modified_ms=tie, email=f"tie{n}@example.com")["id"] for n in range(15)]
+    made += [
+        emulator.add_contact(modified_ms=tie + n, email=f"next{n}@example.com")["id"] for n in range(1, 21)
+    ]
+    with provider_for(emulator) as provider:
+        got = ids(provider.iter_pages("contacts", window_start=END - 3600, window_end=END, page_size=10))
+    assert set(got) == set(made)
+
+
 def test_archived_contacts_are_a_stream(emulator: HubSpotEmulator) -> None:
     emulator.archive_contact(151)
     with provider_for(emulator) as provider:
