@@ -125,6 +125,11 @@ def _ms_of(value: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def _stamp(contact: Contact, name: str) -> int:
+    """A datetime property as epoch ms, from the contact's own clock (no text parsing per search)."""
+    return contact.updated_ms if name == "lastmodifieddate" else contact.created_ms
+
+
 class HubSpotEmulator(LoopbackEmulator):
     """`HubSpotEmulator(tokens=["pat-na1-..."], contacts=120, seed=7).start()`.
 
@@ -550,7 +555,7 @@ class HubSpotEmulator(LoopbackEmulator):
             if value is None:
                 return (1, "")
             if name in DATETIME_PROPERTIES:
-                return (0, _ms_of(value) or 0)
+                return (0, _stamp(contact, name))
             return (0, value.lower())
 
         return sorted(rows, key=key, reverse=direction == "DESCENDING")
@@ -584,7 +589,7 @@ class HubSpotEmulator(LoopbackEmulator):
                 return ms
             return text.lower()
 
-        value = convert(actual)
+        value = _stamp(contact, name) if name in DATETIME_PROPERTIES else convert(actual)
         if operator in ("IN", "NOT_IN"):
             values = spec.get("values")
             if not isinstance(values, list):
