@@ -575,6 +575,7 @@ PERMISSION_OF: dict[Any, str | None] = {
     cmd_quarantine_replay: "quarantine.replay",
     cmd_sync: "sync.run",
     cmd_test_connection: "connection.test",
+    cmd_webhooks_serve: "webhooks.serve",
     cmd_audit_list: "audit.read",
     cmd_operators_add: "operators.manage",
     cmd_operators_list: "mapping.read",

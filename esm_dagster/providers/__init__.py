@@ -18,6 +18,8 @@ _REGISTRY: dict[str, str] = {
     "telegram": "esm_dagster.providers.telegram:TelegramProvider",
     "sendgrid": "esm_dagster.providers.sendgrid:SendGridProvider",
     "mixpanel": "esm_dagster.providers.mixpanel:MixpanelProvider",
+    "hubspot": "esm_dagster.providers.hubspot:HubSpotProvider",
+    "mailchimp": "esm_dagster.providers.mailchimp:MailchimpProvider",
 }
 
 

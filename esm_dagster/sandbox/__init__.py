@@ -12,4 +12,6 @@ switch (`emulator.faults`) for outages, rate limits, slow answers and dropped co
 - `esm_dagster.sandbox.mixpanel.MixpanelEmulator` (CLI: `python -m esm_dagster.sandbox.mixpanel`)
 - `esm_dagster.sandbox.booking.BookingEmulator`, a padel booking platform for the declarative `rest`
   provider (CLI: `python -m esm_dagster.sandbox.booking`)
+- `esm_dagster.sandbox.hubspot.HubSpotEmulator` (CLI: `python -m esm_dagster.sandbox.hubspot`)
+- `esm_dagster.sandbox.mailchimp.MailchimpEmulator` (CLI: `python -m esm_dagster.sandbox.mailchimp`)
 """

@@ -168,7 +168,7 @@ def test_a_backfill_and_a_manual_run_in_dagster_are_audited(demo: str) -> None:
     assert sync_trigger({"dagster/schedule_name": "daily"}) is None
     assert sync_trigger({}) == "sync.manual"
 
-    from esm_dagster.orchestration.definitions import build_definitions
+    from esm_dagster.orchestration.loader import build_definitions
 
     defs = build_definitions(demo)
     job = defs.resolve_implicit_global_asset_job_def()

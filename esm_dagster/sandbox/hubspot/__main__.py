@@ -1,0 +1,60 @@
+"""Run the HubSpot contacts emulator until interrupted.
+
+    python -m esm_dagster.sandbox.hubspot --port 12121 --contacts 500 --seed 7 --token pat-na1-...
+
+Tokens can also come from the environment (`ESM_HUBSPOT_EMULATOR_TOKENS`, comma separated), which
+keeps them out of the process list. The first line on stdout is the URL; nothing prints a token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from esm_dagster.sandbox.hubspot.emulator import HubSpotEmulator
+
+TOKENS_ENV = "ESM_HUBSPOT_EMULATOR_TOKENS"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.hubspot", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=12121)
+    parser.add_argument("--contacts", type=int, default=500)
+    parser.add_argument("--archived", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--token", action="append", default=[], help=f"an accepted token; or set {TOKENS_ENV}"
+    )
+    args = parser.parse_args(argv)
+    tokens = list(args.token) + [t.strip() for t in os.environ.get(TOKENS_ENV, "").split(",") if t.strip()]
+    if not tokens:
+        print(f"error: give at least one --token or set {TOKENS_ENV}", file=sys.stderr)
+        return 2
+    emulator = HubSpotEmulator(
+        tokens, contacts=args.contacts, archived=args.archived, seed=args.seed, host=args.host, port=args.port
+    )
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator.start()
+    print(emulator.url, flush=True)
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
