@@ -250,6 +250,9 @@ class FaultSwitch:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a burst of new connections (concurrent runs, 30
+    # partitions) would stall about a second each beyond that, which no real API does.
+    request_queue_size = 128
     emulator: LoopbackEmulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:
