@@ -11,6 +11,8 @@ import importlib
 from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec, WriteSpec
 
 _REGISTRY: dict[str, str] = {
+    "paypal": "esm_dagster.providers.paypal:PayPalProvider",
+    "salesforce": "esm_dagster.providers.salesforce:SalesforceProvider",
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
 }
 
