@@ -130,6 +130,9 @@ class PayPalProvider(JsonHttpProvider):
 
     def _pages(self, spec: StreamSpec, start: int, end: int, size: int, cursor: str | None) -> Iterator[Page]:
         guard = CursorGuard(self.name, spec.name)
+        # Page numbers never repeat, but a server that ignores `page` sends the same page again:
+        # the same first and last transaction twice stops the stream instead of reading it forever.
+        seen = CursorGuard(self.name, spec.name)
         chunk, page = start, 1
         if cursor is not None:
             guard.check(cursor)
@@ -154,6 +157,8 @@ class PayPalProvider(JsonHttpProvider):
                     "GET",
                     self.url_for(path),
                 )
+            if details:
+                seen.check(f"{chunk}:{_transaction_id(details[0])}..{_transaction_id(details[-1])}")
             records = [r for r in details if _within(r, chunk, chunk_end)]
             if page < total_pages:
                 next_cursor: str | None = f"{chunk}:{page + 1}"
@@ -226,6 +231,13 @@ def parse_rfc3339(text: str) -> float:
     if parsed.tzinfo is None:
         raise ValueError("a time zone offset is required")
     return parsed.timestamp()
+
+
+def _transaction_id(record: Any) -> str:
+    try:
+        return str(record["transaction_info"]["transaction_id"])
+    except (KeyError, TypeError):
+        return "?"
 
 
 def _within(record: Any, start: int, end: int) -> bool:

@@ -17,7 +17,8 @@ What it implements (PROVIDERS.md §9; shapes checked against PayPal's published 
   links}`; an unknown or expired bearer token is 401 `AUTHENTICATION_FAILURE`.
 - `faults`: 5xx `INTERNAL_SERVER_ERROR`, 429 `RATE_LIMIT_REACHED` (the name is unconfirmed [U];
   the status is documented) with `Retry-After`, delays, disconnects, lost answers, tokens that
-  expire after N requests.
+  expire after N requests, and pages shifted back by `duplicate_next(items=)` (offset paging when
+  records arrive between two pages).
 
 Not implemented: PATCH of orders, authorizations, refunds, webhooks.
 """
@@ -225,6 +226,11 @@ class PayPalEmulator(LoopbackEmulator):
             )
         page = self._int(params, "page", 1, 1, 10**6)
         page_size = self._int(params, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        offset = (page - 1) * page_size
+        if page > 1:
+            shifted = self.faults.take_handler_fault("duplicate", "/v1/reporting/transactions")
+            if shifted is not None:  # records added meanwhile shift the page back, as offset paging does
+                offset = max(0, offset - shifted.items)
         with self._lock:
             matching = sorted(
                 (
@@ -237,7 +243,7 @@ class PayPalEmulator(LoopbackEmulator):
                     t["transaction_info"]["transaction_id"],
                 ),
             )
-            chosen = copy.deepcopy(matching[(page - 1) * page_size : page * page_size])
+            chosen = copy.deepcopy(matching[offset : offset + page_size])
         total = len(matching)
         total_pages = max(1, math.ceil(total / page_size)) if total else 0
         base = f"{self.url}/v1/reporting/transactions?start_date={params['start_date']}&end_date={params['end_date']}&page_size={page_size}"
