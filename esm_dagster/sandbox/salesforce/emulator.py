@@ -16,7 +16,8 @@ What it implements (PROVIDERS.md §5):
 - Errors as Salesforce writes them, a JSON array `[{message, errorCode, fields}]`; the API limit as
   403 `REQUEST_LIMIT_EXCEEDED`; `Sforce-Limit-Info: api-usage=N/LIMIT` on every answer.
 - `faults`: 5xx `UNKNOWN_EXCEPTION` / `SERVER_UNAVAILABLE`, the rate-limit fault as 403
-  `REQUEST_LIMIT_EXCEEDED`, delays, disconnects, lost answers, sessions that expire after N requests.
+  `REQUEST_LIMIT_EXCEEDED`, delays, disconnects, lost answers, sessions that expire after N requests,
+  and follow-up batches moved back by `duplicate_next(items=)` (a locator that repeats itself).
 
 Not implemented: other sObjects, relationship queries, `queryAll`, composite, the updated/deleted
 resources.
@@ -209,7 +210,11 @@ class SalesforceEmulator(LoopbackEmulator):
         if found is None or not offset.isdigit():
             raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         rows, batch = found
-        return self._batch(rows, int(offset), batch, base, locator)
+        start = int(offset)
+        shifted = self.faults.take_handler_fault("duplicate", base + "/query")
+        if shifted is not None:  # the locator moved back: the batch repeats records already served
+            start = max(0, start - shifted.items)
+        return self._batch(rows, start, batch, base, locator)
 
     def _batch(
         self, rows: list[dict[str, Any]], offset: int, batch: int, base: str, locator: str | None
