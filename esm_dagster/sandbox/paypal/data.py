@@ -13,12 +13,13 @@ CURRENCIES = ("USD", "EUR", "THB", "JPY")
 ZERO_DECIMAL = frozenset({"JPY", "HUF", "TWD"})
 _GIVEN = ("Ana", "Bruno", "Chai", "Dara", "Emi", "Farid", "Gita", "Hugo", "Ines", "Jun")
 _SURNAME = ("Silva", "Okafor", "Suzuki", "Nguyen", "Rossi", "Kowalski", "Dubois", "Haddad")
-_BAD_EMAILS = ("not-an-email", "missing-at.example.com", "two@@example.com")
+# Wrong for us, yet inside the pattern of PayPal's own spec (`^.+@[^"\-].+$`): what PayPal could hand back.
+_BAD_EMAILS = ("two@@example.com", "dots..twice@example.com", "no-domain-dot@example")
 
 
 def rfc3339(seconds: float) -> str:
-    """PayPal's timestamps: RFC 3339 with an explicit UTC offset, to the second."""
-    return dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    """RFC 3339 in UTC to the second, in the form PayPal's spec pattern allows (`Z`, or `+hh:mm`)."""
+    return dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(text: str) -> float:
@@ -62,7 +63,7 @@ def seed_transactions(count: int, seed: int, start: int, end: int) -> list[dict[
         if i % 9 == 4:
             email = _BAD_EMAILS[i % len(_BAD_EMAILS)]
         payer = {
-            "account_id": f"PAYER{rng.randrange(10**8, 10**9)}",
+            "account_id": "".join(rng.choice("0123456789ABCDEFGHJKLMNPRSTUVWXY") for _ in range(13)),
             "email_address": email,
             "address_status": "Y",
             "payer_status": "Y",

@@ -142,7 +142,7 @@ class PayPalEmulator(LoopbackEmulator):
                 PayPalError(
                     401,
                     "AUTHENTICATION_FAILURE",
-                    "Authentication failed due to invalid authentication credentials or a missing Authorization header.",
+                    "Authentication failed due to missing authorization header, or invalid authentication credentials.",
                 )
             )
         try:
@@ -429,7 +429,7 @@ class PayPalEmulator(LoopbackEmulator):
                     ]
                 }
                 extra = {k: unit[k] for k in ("custom_id", "invoice_id") if k in unit}
-                payer = {"account_id": "PAYERESMTEST1", "email_address": "buyer@example.com"}
+                payer = {"account_id": "ESMTESTPAYER1", "email_address": "buyer@example.com"}
                 self.transactions.append(transaction(capture_id, now, dict(unit["amount"]), payer, **extra))
             order["status"] = "COMPLETED"
             order["update_time"] = rfc3339(now)
