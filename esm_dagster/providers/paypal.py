@@ -24,9 +24,9 @@ import httpx
 from esm_dagster.auth import ClientCredentialsGrant, OAuth2Auth, TokenEndpoint, store_for
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderContext
-from esm_dagster.providers.http import JsonHttpProvider, default_classification, normalise_base_url
+from esm_dagster.providers.http import default_classification, normalise_base_url
+from esm_dagster.providers.oauth_http import OAuthHttpProvider
 from esm_dagster.security.secret import Secret
-from esm_dagster.transport import TransportPolicy
 
 MAX_PAGE_SIZE = 500
 CHUNK_SECONDS = 31 * 86400
@@ -34,7 +34,7 @@ HISTORY_SECONDS = 3 * 365 * 86400  # how far back a read with no window start go
 MAX_REQUEST_ID = 108  # the Orders v2 spec's maxLength of PayPal-Request-Id
 
 
-class PayPalProvider(JsonHttpProvider):
+class PayPalProvider(OAuthHttpProvider):
     name: ClassVar[str] = "paypal"
     label: ClassVar[str] = "PayPal"
     REQUEST_ID_HEADER: ClassVar[str | None] = "Paypal-Debug-Id"
@@ -72,22 +72,6 @@ class PayPalProvider(JsonHttpProvider):
         )
         auth = OAuth2Auth(ClientCredentialsGrant(), endpoint, store_for(ctx))
         return cls(base_url, auth=auth, policy=ctx.policy, secrets=(secret,))
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        auth: OAuth2Auth,
-        policy: TransportPolicy,
-        client: httpx.Client | None = None,
-        secrets: Sequence[Secret] = (),
-    ) -> None:
-        super().__init__(base_url, auth=auth, policy=policy, client=client, secrets=secrets)
-        self.oauth = auth
-
-    def close(self) -> None:
-        super().close()
-        self.oauth.close()
 
     # ---- errors ---------------------------------------------------------------------------------
     def error_details(self, body: Any) -> tuple[str | None, str | None]:

@@ -28,7 +28,8 @@ from esm_dagster.auth import JwtBearerGrant, OAuth2Auth, RefreshTokenGrant, Toke
 from esm_dagster.auth.grants import Grant
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
-from esm_dagster.providers.http import JsonHttpProvider, default_classification, normalise_base_url
+from esm_dagster.providers.http import default_classification, normalise_base_url
+from esm_dagster.providers.oauth_http import OAuthHttpProvider
 from esm_dagster.security.endpoints import check_endpoint
 from esm_dagster.transport import TransportPolicy
 
@@ -56,7 +57,7 @@ def soql_datetime(seconds: int) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class SalesforceProvider(JsonHttpProvider):
+class SalesforceProvider(OAuthHttpProvider):
     name: ClassVar[str] = "salesforce"
     label: ClassVar[str] = "Salesforce"
     STREAMS: ClassVar[tuple[StreamSpec, ...]] = (
@@ -135,13 +136,8 @@ class SalesforceProvider(JsonHttpProvider):
             raise ValueError(f"external_id_field {field!r} is not a Salesforce field name")
         self.api_version = version
         self.external_id_field = field
-        self.oauth = auth
         self.mapping = mapping
         self._instance: str | None = None
-
-    def close(self) -> None:
-        super().close()
-        self.oauth.close()
 
     # ---- where calls go -------------------------------------------------------------------------
     @property
