@@ -89,7 +89,7 @@ class PayPalProvider(OAuthHttpProvider):
     def http_error(self, response: httpx.Response, method: str, url: str) -> ProviderError:
         error_class, retryable = default_classification(response.status_code)
         code, message = self.error_details(_json(response))
-        if code == "RATE_LIMIT_REACHED":
+        if code == "RATE_LIMIT_REACHED":  # the name is unconfirmed [U]; the 429 alone already says it
             error_class, retryable = "rate_limit", True
         return self.error_from_response(
             response, method, url, error_class=error_class, retryable=retryable, code=code, message=message

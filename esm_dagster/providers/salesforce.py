@@ -34,7 +34,6 @@ from esm_dagster.security.endpoints import check_endpoint
 from esm_dagster.transport import TransportPolicy
 
 DEFAULT_API_VERSION = "62.0"
-DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 MAX_BATCH = 2000
 MIN_BATCH = 200  # Sforce-Query-Options batchSize takes 200..2000
 CONTACT_FIELDS = (
@@ -91,7 +90,7 @@ class SalesforceProvider(OAuthHttpProvider):
             grant = JwtBearerGrant(
                 issuer=client_id,
                 subject=ctx.required_value("username"),
-                audience=ctx.value("audience", default=DEFAULT_LOGIN_URL) or DEFAULT_LOGIN_URL,
+                audience=ctx.value("audience", default=login_url) or login_url,  # the login host by default
                 private_key=private_key,
             )
         elif ctx.optional_secret("refresh_token") is not None:
