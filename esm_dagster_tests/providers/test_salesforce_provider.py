@@ -254,3 +254,34 @@ def test_engine_syncs_contacts_exactly_and_a_rerun_writes_no_duplicates(
             )
         ).one()
     assert total == distinct == again.records_written >= len(rows)
+
+
+def test_incremental_runs_pick_up_changes_made_during_the_previous_run(db_url: str, fernet_key: str) -> None:
+    with SalesforceEmulator(
+        clients={SF_CLIENT_ID: SF_CLIENT_SECRET}, contacts=60, max_batch=PAGE, seed=8
+    ) as emu:
+        refresh = emu.oauth.issue_refresh_token(SF_CLIENT_ID)
+        raw = salesforce_mapping(emu.url, {"client_secret": SF_CLIENT_SECRET, "refresh_token": refresh})
+        mapping = add_mapping(db_url, raw)
+        emu.faults.mutate_next(1, backdate=60)  # between batches 1 and 2 of the first run
+        first = run_mapping(db_url, mapping)
+        assert first.records_read == 60 and len(emu.mutations) == 1
+        changed, created = emu.mutations[0]
+        # A window ends at the whole second its run starts: a change made in that very second belongs
+        # to the run after. Start the next run in the next second so it must see both changes.
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        second = run_mapping(db_url, mapping)  # from the first run's high-water mark minus the lookback
+        assert second.records_read == 2
+        third = run_mapping(db_url, mapping)
+        assert third.records_read == 2  # the lookback re-reads the two recent changes; upserts, no copies
+        with get_engine(db_url).connect() as conn:
+            rows = dict(
+                conn.execute(
+                    sa.text(
+                        'select esm_external_id, phone_number from "user" where esm_external_id is not null'
+                    )
+                ).all()
+            )
+        assert rows[changed] == "+14155550000" and created in rows
+        assert len(rows) == first.records_written + 1
+        assert set(rows) <= {c["Id"] for c in emu.snapshot()}

@@ -17,7 +17,8 @@ What it implements (PROVIDERS.md §5):
   403 `REQUEST_LIMIT_EXCEEDED`; `Sforce-Limit-Info: api-usage=N/LIMIT` on every answer.
 - `faults`: 5xx `UNKNOWN_EXCEPTION` / `SERVER_UNAVAILABLE`, the rate-limit fault as 403
   `REQUEST_LIMIT_EXCEEDED`, delays, disconnects, lost answers, sessions that expire after N requests,
-  and follow-up batches moved back by `duplicate_next(items=)` (a locator that repeats itself).
+  follow-up batches moved back by `duplicate_next(items=)` (a locator that repeats itself), and
+  `mutate_next(backdate=)`: between two batches a served contact changes and a backdated one appears.
 
 Not implemented: other sObjects, relationship queries, `queryAll`, composite, the updated/deleted
 resources.
@@ -105,6 +106,7 @@ class SalesforceEmulator(LoopbackEmulator):
         self.contacts: list[dict[str, Any]] = seed_contacts(contacts, seed, start, end)
         self._locators: dict[str, tuple[list[dict[str, Any]], int]] = {}  # locator -> (rows, batch)
         self.api_usage = 0
+        self.mutations: list[tuple[str, str]] = []  # (changed id, created id) per mutate fault
 
     def _token_extra(self, issued: IssuedToken) -> dict[str, Any]:
         issued_at = str(int(self.clock() * 1000))
@@ -214,7 +216,35 @@ class SalesforceEmulator(LoopbackEmulator):
         shifted = self.faults.take_handler_fault("duplicate", base + "/query")
         if shifted is not None:  # the locator moved back: the batch repeats records already served
             start = max(0, start - shifted.items)
+        changed = self.faults.take_handler_fault("mutate", base + "/query")
+        if changed is not None and start > 0:
+            self._mutate(rows[start - 1]["Id"], changed.seconds)
         return self._batch(rows, start, batch, base, locator)
+
+    def _mutate(self, served_id: str, backdate: float) -> None:
+        """Between two batches: a served contact changes and a new one appears, `backdate` s in the past.
+
+        The query's batches are a snapshot (as Salesforce's cursors are), so neither shows in this
+        query; an incremental query that starts before them must.
+        """
+        now = self.clock()
+        with self._lock:
+            for contact in self.contacts:
+                if contact["Id"] == served_id:
+                    contact["Phone"] = "+14155550000"
+                    contact["LastModifiedDate"] = contact["SystemModstamp"] = sf_time(now)
+            stamp = sf_time(now - backdate)
+            new: dict[str, Any] = {name: None for name in CONTACT_FIELDS}
+            new.update(
+                Id=record_id(self._rng),
+                LastName="Late",
+                Email=f"late{len(self.contacts)}@example.com",
+                CreatedDate=stamp,
+                LastModifiedDate=stamp,
+                SystemModstamp=stamp,
+            )
+            self.contacts.append(new)
+            self.mutations.append((served_id, new["Id"]))
 
     def _batch(
         self, rows: list[dict[str, Any]], offset: int, batch: int, base: str, locator: str | None
