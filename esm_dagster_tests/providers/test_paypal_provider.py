@@ -265,3 +265,21 @@ def test_engine_syncs_transactions_exactly_and_twice_without_duplicates(
     stored = stored_credentials(db_url, mapping)
     assert emulator.oauth.authenticate(stored["access_token"].reveal()) is not None  # reused, not re-fetched
     assert float(stored["expires_at"].reveal()) > time.time() + 3600
+
+
+@pytest.mark.parametrize(("lookback", "found"), [(10800, True), (300, False)])
+def test_late_transactions_need_a_lookback_of_hours(
+    db_url: str, fernet_key: str, lookback: int, found: bool
+) -> None:
+    with PayPalEmulator(clients={PP_CLIENT_ID: PP_CLIENT_SECRET}, transactions=30, seed=4) as emu:
+        raw = paypal_mapping(emu.url)
+        raw["mapping_rules"]["sync_config"]["lookback_seconds"] = lookback
+        mapping = add_mapping(db_url, raw)
+        first = run_mapping(db_url, mapping)
+        assert first.records_read == 30
+        late = emu.add_late_transaction(backdate=2 * 3600)  # listed now, initiated two hours ago
+        second = run_mapping(db_url, mapping)
+        with get_engine(db_url).connect() as conn:
+            loaded = {r[0] for r in conn.execute(sa.text("select esm_external_id from payment")).all()}
+    assert (late in loaded) is found
+    assert second.records_read == (1 if found else 0)

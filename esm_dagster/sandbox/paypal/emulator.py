@@ -17,7 +17,7 @@ What it implements (PROVIDERS.md §9; shapes checked against PayPal's published 
   links}`; an unknown or expired bearer token is 401 `AUTHENTICATION_FAILURE`.
 - `faults`: 5xx `INTERNAL_SERVER_ERROR`, 429 `RATE_LIMIT_REACHED` (the name is unconfirmed [U];
   the status is documented) with `Retry-After`, delays, disconnects, lost answers, tokens that
-  expire after N requests, and pages shifted back by `duplicate_next(items=)` (offset paging when
+  expire after N requests, transactions that appear late (`mutate_next(backdate=)`), and pages shifted back by `duplicate_next(items=)` (offset paging when
   records arrive between two pages).
 
 Not implemented: PATCH of orders, authorizations, refunds, webhooks.
@@ -113,7 +113,7 @@ class PayPalEmulator(LoopbackEmulator):
         self.transactions: list[dict[str, Any]] = seed_transactions(transactions, seed, start, end)
         self.orders: dict[str, dict[str, Any]] = {}
         self._request_ids: dict[str, str] = {}  # PayPal-Request-Id -> order id
-        self._rng_state = seed
+        self.late: list[str] = []  # ids of transactions the mutate fault added
 
     def _token_extra(self, issued: IssuedToken) -> dict[str, Any]:
         return {
@@ -231,6 +231,10 @@ class PayPalEmulator(LoopbackEmulator):
             shifted = self.faults.take_handler_fault("duplicate", "/v1/reporting/transactions")
             if shifted is not None:  # records added meanwhile shift the page back, as offset paging does
                 offset = max(0, offset - shifted.items)
+        if page > 1:
+            late = self.faults.take_handler_fault("mutate", "/v1/reporting/transactions")
+            if late is not None:
+                self.add_late_transaction(late.seconds)
         with self._lock:
             matching = sorted(
                 (
@@ -263,6 +267,20 @@ class PayPalEmulator(LoopbackEmulator):
             "total_pages": total_pages,
             "links": links,
         }
+
+    def add_late_transaction(self, backdate: float) -> str:
+        """A transaction that shows up `backdate` seconds after it was initiated (PayPal lists them
+        up to about three hours late): a later search over its time must find it."""
+        now = self.clock()
+        with self._lock:
+            count = len(self.transactions)
+            payer = {"account_id": "ESMLATEPAYER1", "email_address": f"late{count}@example.com"}
+            record = transaction(
+                f"LATE{count:013d}", now - backdate, {"currency_code": "USD", "value": "5.00"}, payer
+            )
+            self.transactions.append(record)
+            self.late.append(record["transaction_info"]["transaction_id"])
+            return str(record["transaction_info"]["transaction_id"])
 
     @staticmethod
     def _int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
