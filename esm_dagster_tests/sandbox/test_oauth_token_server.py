@@ -3,6 +3,9 @@ emulators that embed it): rotation, revocation, JWT verification, expiry and cou
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import Iterator
 
@@ -71,6 +74,8 @@ def test_refresh_token_rotates_and_the_old_one_is_then_invalid_grant(salesforce:
     body = answer.json()
     assert body["refresh_token"] != first and body["instance_url"] == salesforce.url
     assert "expires_in" not in body and body["issued_at"].isdigit()  # Salesforce says nothing of expiry
+    signed = hmac.new(SF_CLIENT_SECRET.encode(), (body["id"] + body["issued_at"]).encode(), hashlib.sha256)
+    assert body["signature"] == base64.b64encode(signed.digest()).decode()
     again = refresh(salesforce, first)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert refresh(salesforce, body["refresh_token"]).status_code == 200

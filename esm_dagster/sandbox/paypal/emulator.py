@@ -4,8 +4,8 @@ What it implements (PROVIDERS.md §9; shapes checked against PayPal's published 
 `esm_dagster_tests/sandbox/test_paypal_contract.py`):
 
 - `POST /v1/oauth2/token` (`grant_type=client_credentials`, client id and secret as HTTP Basic):
-  bearer tokens that expire after `token_lifetime` seconds (the embedded `OAuthTokenServer`);
-  `POST /v1/oauth2/token/terminate` revokes one. A wrong client is 401 `invalid_client`.
+  bearer tokens that expire after `token_lifetime` seconds (the embedded `OAuthTokenServer`;
+  `emulator.oauth.revoke(token)` revokes one). A wrong client is 401 `invalid_client`.
 - `POST /v2/checkout/orders` with `PayPal-Request-Id`: a repeat of the id answers the original
   order in its latest state (200, as the spec says) instead of creating another; `Prefer: return=representation` gives
   the whole order, the default (`return=minimal`) only `id`, `status`, `links`.
@@ -133,8 +133,6 @@ class PayPalEmulator(LoopbackEmulator):
         path = request.path.rstrip("/") or "/"
         if path == "/v1/oauth2/token":
             return self.oauth.handle_token(request)
-        if path == "/v1/oauth2/token/terminate":
-            return self.oauth.handle_revoke(request)
         header = request.header("authorization") or ""
         token = header[7:].strip() if header.lower().startswith("bearer ") else None
         if self.oauth.authenticate(token) is None or (token and self.faults.credential_expired(token)):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import hmac
 import random
 import re
 import secrets
@@ -110,12 +111,14 @@ class SalesforceEmulator(LoopbackEmulator):
 
     def _token_extra(self, issued: IssuedToken) -> dict[str, Any]:
         issued_at = str(int(self.clock() * 1000))
-        signature = base64.b64encode(
-            hashlib.sha256(f"{issued.subject}{issued_at}".encode()).digest()
-        ).decode()
+        identity = f"{self.url}/id/00DESM0000000001AAA/005ESM0000000001AAA"
+        # Salesforce signs `id + issued_at` with the consumer secret (HMAC-SHA256, base64).
+        key = self.oauth.clients.get(issued.client_id, "").encode()
+        digest = hmac.new(key, f"{identity}{issued_at}".encode(), hashlib.sha256).digest()
+        signature = base64.b64encode(digest).decode()
         return {
             "instance_url": self.url,
-            "id": f"{self.url}/id/00DESM0000000001AAA/005ESM0000000001AAA",
+            "id": identity,
             "issued_at": issued_at,
             "signature": signature,
             "scope": "api refresh_token",
