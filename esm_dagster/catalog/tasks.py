@@ -28,6 +28,9 @@ DUE_AFTER = dt.timedelta(days=1)
 
 # Error classes no retry or probe can fix: a person must issue new credentials.
 NEEDS_PERSON = frozenset({"auth", "credential_error"})
+# Provider codes (OAuth2, RFC 6749 §5.2) that say the grant itself is gone: a revoked or rotated-away
+# refresh token, a bad assertion. The mapping goes to `error` at once and an alert is sent.
+NEEDS_REAUTHORIZATION = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 
 def open_task(session: Session, mapping: ExternalSystemMapping, reason: str, detail: str = "") -> Task | None:
