@@ -113,6 +113,12 @@ class TransportPolicy:
             self.metrics.record_call(time.perf_counter() - started)
             return result
 
+    def pause(self, seconds: float, *, rate_limited: bool = False) -> None:
+        """Wait before a resend the caller decided on (outbound writes that reconcile first),
+        counted in the metrics like the policy's own retries."""
+        self.metrics.record_wait(seconds, rate_limited=rate_limited)
+        self._sleep(seconds)
+
     def _take_token(self, what: str) -> None:
         """Block until the limiter hands out a token (at once without a limiter)."""
         if self.limiter is None:
