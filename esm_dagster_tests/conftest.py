@@ -31,9 +31,14 @@ def _pg_schema_url(base: str, schema: str) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_from_the_developer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the `.esm/` that `make demo` leaves (its key file, catalog) or a `dagster dev`
-    the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port."""
+    the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port;
+    and none trusts the developer's endpoint settings (allowlist, CA bundle)."""
     monkeypatch.setenv("ESM_HOME", str(tmp_path / "esm_home"))
     monkeypatch.setenv("ESM_DAGSTER_UI_URL", "http://127.0.0.1:9")
+    # Sandbox mode: the emulators are on loopback; tests of the refusal itself unset it.
+    monkeypatch.setenv("ESM_ALLOW_LOOPBACK", "1")
+    monkeypatch.delenv("ESM_ALLOWED_HOSTS", raising=False)
+    monkeypatch.delenv("ESM_CA_BUNDLE", raising=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

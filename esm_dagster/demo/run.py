@@ -31,6 +31,8 @@ def prepare_environment() -> Path:
     home = esm_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ESM_HOME", str(home))
+    # Sandbox mode: the demo's mappings point at the emulators on loopback (security.endpoints).
+    os.environ.setdefault("ESM_ALLOW_LOOPBACK", "1")
     if not os.environ.get("ESM_FERNET_KEYS"):
         key_file = Path(os.environ.setdefault("ESM_FERNET_KEYS_FILE", str(home / "fernet.keys")))
         if not key_file.exists():
