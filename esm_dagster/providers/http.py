@@ -148,7 +148,7 @@ class JsonHttpProvider(Provider):
     # ---- calls ----------------------------------------------------------------------------------
     def url_for(self, path: str) -> str:
         """`base_url + path` for a path; an absolute URL only if it is on the mapping's origin."""
-        if "://" not in path:
+        if not urlsplit(path).scheme:  # a path, even one whose query holds a URL
             return self.base_url + path if path.startswith("/") else urljoin(self.base_url + "/", path)
         parts = urlsplit(path)
         if (parts.scheme, parts.netloc) != self._origin:
