@@ -119,9 +119,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
     url = _catalog_url()
     vault = Vault.from_env()
-    report = rotate_credentials(
-        url, vault, batch_size=args.batch_size, alerts=AlertDispatcher.from_env(url)
-    )
+    report = rotate_credentials(url, vault, batch_size=args.batch_size, alerts=AlertDispatcher.from_env(url))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

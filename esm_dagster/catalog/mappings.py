@@ -6,6 +6,7 @@ what the asset graph needs (names, frequency, timezone, priority) and never the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -557,11 +558,9 @@ def _edit_mapping(
             )
         values["mapping_rules"] = mapping_rules
     if "api_endpoint" in values or mapping_rules is not None:  # a new endpoint or a new allowlist
-        current_rules: MappingRules | None = None
-        try:
+        current_rules: MappingRules | None = None  # the row's own rules may be broken: no allowlist
+        with contextlib.suppress(RulesError):
             current_rules = parse_rules(mapping_rules if mapping_rules is not None else row.mapping_rules)
-        except RulesError:
-            pass  # the row's own rules are broken: no allowlist to honour
         _check_endpoint(name, values.get("api_endpoint", row.api_endpoint), current_rules)
     if "sync_status" in values:  # `inactive` is `disable`; any other status is an enabled row
         values["is_active"] = values["sync_status"] != SyncStatus.INACTIVE

@@ -96,7 +96,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_allowed_hosts(entries: Iterable[str], *, source: str) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+def parse_allowed_hosts(
+    entries: Iterable[str], *, source: str
+) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
     """(lower-case host names, networks) of an allowlist; an entry that is neither is refused."""
     names: list[str] = []
     networks: list[IPNetwork] = []
@@ -199,17 +201,21 @@ class EndpointPolicy:
                 answer = self.resolver(host, port)
             except OSError as exc:
                 raise self.refuse(f"{host} does not resolve ({type(exc).__name__})", host=host) from None
-            addresses = []
-            for text in answer:
-                try:
-                    addresses.append(ipaddress.ip_address(text.split("%")[0]))
-                except ValueError:
-                    raise self.refuse(f"{host} resolved to {text!r}, not an IP address", host=host) from None
-            if not addresses:
-                raise self.refuse(f"{host} resolves to no address", host=host)
+            addresses = self._parsed(host, answer)
         for address in addresses:
             self._check_address(host, address, "connection")
         return [str(a) for a in addresses]
+
+    def _parsed(self, host: str, answer: list[str]) -> list[IPAddress]:
+        addresses = []
+        for text in answer:
+            try:
+                addresses.append(ipaddress.ip_address(text.split("%")[0]))
+            except ValueError:
+                raise self.refuse(f"{host} resolved to {text!r}, not an IP address", host=host) from None
+        if not addresses:
+            raise self.refuse(f"{host} resolves to no address", host=host)
+        return addresses
 
     def _check_address(self, host: str, address: IPAddress, what: str) -> None:
         kind = address_kind(address)

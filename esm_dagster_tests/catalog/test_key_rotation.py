@@ -32,7 +32,10 @@ def _mapping(n: int) -> MappingInput:
             "api_endpoint": "https://api.stripe.com",
             "authentication_type": "api_key",
             "credentials": {"api_key": SECRETS[n]},
-            "mapping_rules": {"field_mappings": {"email": "user.email"}, "sync_config": {"stream": "customers"}},
+            "mapping_rules": {
+                "field_mappings": {"email": "user.email"},
+                "sync_config": {"stream": "customers"},
+            },
         }
     )
 

@@ -32,7 +32,7 @@ def test_sandbox_mode_allows_loopback_emulators(url: str) -> None:
     "url", ["http://127.0.0.1:12111", "https://127.0.0.1", "http://localhost:8/", "https://[::1]:9"]
 )
 def test_without_sandbox_mode_loopback_is_refused(url: str) -> None:
-    with pytest.raises(EndpointRefused, match="ESM_ALLOW_LOOPBACK|must use https") as info:
+    with pytest.raises(EndpointRefused, match=r"ESM_ALLOW_LOOPBACK|must use https") as info:
         EndpointPolicy.from_env({}, mapping="'Stripe'").check_url(url)
     assert "'Stripe'" in str(info.value)
 
@@ -94,9 +94,7 @@ def test_names_are_resolved_and_every_address_checked() -> None:
 
 
 def test_allowlists_per_mapping_and_global_but_never_metadata() -> None:
-    dns = _answers(
-        {"erp.lan": ["10.1.2.3"], "files.lan": ["172.16.5.5"], "meta.lan": ["169.254.169.254"]}
-    )
+    dns = _answers({"erp.lan": ["10.1.2.3"], "files.lan": ["172.16.5.5"], "meta.lan": ["169.254.169.254"]})
     own = EndpointPolicy.from_env({}, allowed_hosts=["ERP.lan", "172.16.0.0/12", "meta.lan"], resolver=dns)
     assert own.check_connect("erp.lan", 443) == ["10.1.2.3"]
     assert own.check_connect("files.lan", 443) == ["172.16.5.5"]  # by network
@@ -107,7 +105,7 @@ def test_allowlists_per_mapping_and_global_but_never_metadata() -> None:
     everywhere = EndpointPolicy.from_env({"ESM_ALLOWED_HOSTS": "erp.lan, 10.9.0.0/16"}, resolver=dns)
     assert everywhere.check_connect("erp.lan", 443) == ["10.1.2.3"]
     assert everywhere.check_url("https://10.9.8.7") == "https://10.9.8.7"
-    with pytest.raises(EndpointRefused, match="files.lan"):
+    with pytest.raises(EndpointRefused, match=r"files\.lan"):
         everywhere.check_connect("files.lan", 443)
     with pytest.raises(EndpointRefused, match="ESM_ALLOWED_HOSTS: 'not a host!'"):
         EndpointPolicy.from_env({"ESM_ALLOWED_HOSTS": "not a host!"})
@@ -116,7 +114,9 @@ def test_allowlists_per_mapping_and_global_but_never_metadata() -> None:
 def test_every_refusal_reaches_the_audit_hook(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
     with pytest.raises(EndpointRefused):
-        EndpointPolicy.from_env({}, mapping="'Stripe'").check_url("https://169.254.169.254/?api_key=sk_test_abcdef99")
+        EndpointPolicy.from_env({}, mapping="'Stripe'").check_url(
+            "https://169.254.169.254/?api_key=sk_test_abcdef99"
+        )
     (record,) = [r for r in caplog.records if r.name == AUDIT_LOGGER]
     event = record.audit  # type: ignore[attr-defined]
     assert event["action"] == "endpoint_refused" and event["outcome"] == "refused"

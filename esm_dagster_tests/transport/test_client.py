@@ -161,9 +161,9 @@ def test_refused_destinations_are_client_errors_that_never_connect(
 ) -> None:
     dns = Dns({"internal.corp.test": ["10.20.30.40"]})
     endpoints = EndpointPolicy.from_env({}, mapping="'CRM'", resolver=dns)
-    with provider_client("echo", _policy(endpoints), secrets=[Secret(KEY)]) as client:
-        with pytest.raises(ProviderError) as info:
-            client.get(url.format(port=recorder.port), headers={"Authorization": f"Bearer {KEY}"})
+    client = provider_client("echo", _policy(endpoints), secrets=[Secret(KEY)])
+    with client, pytest.raises(ProviderError) as info:
+        client.get(url.format(port=recorder.port), headers={"Authorization": f"Bearer {KEY}"})
     error = info.value
     assert (error.error_class, error.code, error.retryable) == ("client", "endpoint_refused", False)
     assert needle in str(error) and "'CRM'" in str(error)
@@ -188,7 +188,9 @@ class Echo(JsonHttpProvider):
         cursor: str | None = None,
     ) -> Iterator[Page]:
         result = self.request("GET", "/v1/things")
-        yield Page(records=result.body["data"], has_more=False, next_cursor=None, request_seconds=result.seconds)
+        yield Page(
+            records=result.body["data"], has_more=False, next_cursor=None, request_seconds=result.seconds
+        )
 
     def probe(self) -> float:
         return self.request("GET", "/v1/things").seconds
@@ -222,7 +224,10 @@ def test_a_redirect_to_a_refused_address_is_neither_followed_nor_reachable(recor
 def test_a_next_page_url_on_the_own_origin_is_checked_by_the_policy() -> None:
     endpoints = EndpointPolicy.from_env({}, mapping="'Echo'")  # no sandbox mode
     provider = Echo("https://api.echo.test", auth=None, policy=_policy(endpoints))
-    assert provider.url_for("https://api.echo.test/v1/page2?cursor=x") == "https://api.echo.test/v1/page2?cursor=x"
+    assert (
+        provider.url_for("https://api.echo.test/v1/page2?cursor=x")
+        == "https://api.echo.test/v1/page2?cursor=x"
+    )
     provider.close()
     loopback = Echo("http://127.0.0.1:9", auth=None, policy=_policy(endpoints))
     with pytest.raises(ProviderError) as info:
