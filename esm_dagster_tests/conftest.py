@@ -35,10 +35,17 @@ def _isolated_from_the_developer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     and none trusts the developer's endpoint settings (allowlist, CA bundle)."""
     monkeypatch.setenv("ESM_HOME", str(tmp_path / "esm_home"))
     monkeypatch.setenv("ESM_DAGSTER_UI_URL", "http://127.0.0.1:9")
-    # Sandbox mode: the emulators are on loopback; tests of the refusal itself unset it.
-    monkeypatch.setenv("ESM_ALLOW_LOOPBACK", "1")
     monkeypatch.delenv("ESM_ALLOWED_HOSTS", raising=False)
     monkeypatch.delenv("ESM_CA_BUNDLE", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_mode() -> Iterator[None]:
+    """The emulators are on loopback: sandbox mode for the whole session (module-scoped fixtures
+    start emulators too); a test of the refusal itself unsets it with its own monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ESM_ALLOW_LOOPBACK", "1")
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

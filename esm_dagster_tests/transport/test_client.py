@@ -7,8 +7,6 @@ resolved them, the request could not connect at all.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 import threading
 from collections.abc import Iterator
@@ -18,10 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from esm_dagster.demo.run import DEMO_STRIPE_KEY
 from esm_dagster.providers.base import Page, ProviderError
@@ -32,6 +26,7 @@ from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 from esm_dagster.transport.client import provider_client
 from esm_dagster_tests.stripe_fixtures import stripe_emulator
+from esm_dagster_tests.tls_certificates import make_certificates
 
 KEY = "sk_test_pinnedclient0123456789"
 
@@ -105,7 +100,7 @@ def _policy(endpoints: EndpointPolicy) -> TransportPolicy:
 
 @pytest.fixture
 def tls_recorder(tmp_path: Path) -> Iterator[tuple[Recorder, Path]]:
-    ca_file, server_context = _certificates(tmp_path)
+    ca_file, server_context = make_certificates(tmp_path)
     server = Recorder(server_context)
     yield server, ca_file
     server.close()
@@ -237,71 +232,6 @@ def test_a_next_page_url_on_the_own_origin_is_checked_by_the_policy() -> None:
 
 
 # ---- TLS ------------------------------------------------------------------------------------------
-def _certificates(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    """A CA made for this test, and a server context for `localhost` / 127.0.0.1 signed by it."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "esm test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.DNSName("api.pinned.test"),
-                    x509.DNSName("api.rebind.test"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain = tmp_path / "server.pem"
-    chain.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(chain)
-    return ca_file, server
-
-
 def _stripe(url: str, endpoints: EndpointPolicy) -> StripeProvider:
     return StripeProvider(
         base_url=url,
@@ -313,7 +243,7 @@ def _stripe(url: str, endpoints: EndpointPolicy) -> StripeProvider:
 def test_tls_emulator_syncs_with_its_ca_and_fails_closed_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ca_file, server_context = _certificates(tmp_path)
+    ca_file, server_context = make_certificates(tmp_path)
     with stripe_emulator(customers=7, charges=0) as emulator:
         emulator.serve_tls(server_context)
         url = emulator.url.replace("127.0.0.1", "localhost")  # the certificate's name, SNI and Host
