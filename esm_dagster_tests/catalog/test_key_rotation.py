@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from esm_dagster.catalog.mappings import MappingInput, upsert_mapping
 from esm_dagster.catalog.models import ExternalSystemMapping, Task
 from esm_dagster.cli import main
 from esm_dagster.orchestration.loader import build_definitions
+from esm_dagster.security.audit_hook import AUDIT_LOGGER
 from esm_dagster.security.vault import Vault, VaultError, generate_key
 from esm_dagster_tests.alerts.receivers import HOOK_PATH, HttpReceiver
 
@@ -69,8 +71,9 @@ def _opens(vault: Vault, stored: dict[str, Any]) -> set[str]:
 
 
 def test_after_rotation_the_new_key_alone_opens_everything_and_the_old_one_nothing(
-    catalog: str, capsys: pytest.CaptureFixture[str]
+    catalog: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
     before = _stored(catalog)
     assert _opens(Vault([K1]), before) == set(before) and _opens(Vault([K2]), before) == set()
     assert main(["keys", "rotate", "--batch-size", "2", "--json"]) == 0
@@ -80,6 +83,10 @@ def test_after_rotation_the_new_key_alone_opens_everything_and_the_old_one_nothi
     assert _opens(Vault([K2]), after) == set(after) and _opens(Vault([K1]), after) == set()
     assert {Vault([K2]).decrypt(c)["api_key"].reveal() for c in after.values()} == set(SECRETS)
     assert not any(secret in json.dumps(after) for secret in SECRETS)
+    events = [r.audit for r in caplog.records if r.name == AUDIT_LOGGER]  # type: ignore[attr-defined]
+    assert sorted(e["mapping"] for e in events) == [f"Stripe {n}" for n in range(5)]
+    assert {(e["action"], e["outcome"]) for e in events} == {("credentials_rotated", "ok")}
+    assert not any(secret in caplog.text for secret in SECRETS)
     # A second run has nothing left to do.
     assert main(["keys", "rotate"]) == 0
     assert capsys.readouterr().out.startswith("rotated 0, already current 5, failed 0")
