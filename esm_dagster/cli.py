@@ -112,6 +112,32 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Exit 0 when every row is under the newest key, 1 when some could not be opened."""
+    from esm_dagster.alerts.dispatch import AlertDispatcher
+    from esm_dagster.catalog.key_rotation import rotate_credentials
+    from esm_dagster.security.vault import Vault
+
+    url = _catalog_url()
+    vault = Vault.from_env()
+    report = rotate_credentials(url, vault, batch_size=args.batch_size, alerts=AlertDispatcher.from_env(url))
+    from esm_dagster.catalog import audit
+
+    audit.record_now(
+        url,
+        "keys.rotated",
+        outcome="failed" if report.failed else "ok",
+        details={k: v for k, v in report.to_dict().items() if isinstance(v, int)},
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+        for failure in report.failures:
+            print(f"  failed: {failure.system_name} ({failure.mapping_id}): {failure.reason}")
+    return 1 if report.failed else 0
+
+
 def cmd_mapping_add(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -565,6 +591,7 @@ def format_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
 PERMISSION_OF: dict[Any, str | None] = {
     cmd_db_upgrade: "catalog.upgrade",
     cmd_keys_generate: None,
+    cmd_keys_rotate: "keys.rotate",
     cmd_mapping_add: "mapping.write",
     cmd_mapping_list: "mapping.read",
     cmd_mapping_set_active: "mapping.write",
@@ -620,7 +647,7 @@ def _run_as_operator(args: argparse.Namespace) -> int:
     operator = identify(url, getattr(args, "as_user", None))
     what = " ".join(a for a in (args.command, _subcommand(args)) if a)
     require(url, operator, permission, what=what)
-    with audit.acting_as(operator.actor("cli")):
+    with audit.acting_as(operator.actor("cli")), audit.using_catalog(url):
         return int(args.func(args) or 0)
 
 
@@ -646,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="Fernet keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("generate", help="print a new Fernet key").set_defaults(func=cmd_keys_generate)
+    rotate = keys.add_parser(
+        "rotate", help="re-encrypt every mapping's credentials under the newest key of ESM_FERNET_KEYS"
+    )
+    rotate.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     mapping = sub.add_parser("mapping", help="external_system_mapping rows").add_subparsers(
         dest="mapping_command", required=True

@@ -19,7 +19,9 @@ import orjson
 from esm_dagster.providers.auth import BasicAuth
 from esm_dagster.providers.base import ProviderError
 from esm_dagster.providers.http import retry_after_seconds
+from esm_dagster.security.endpoints import EndpointPolicy
 from esm_dagster.security.secret import Secret
+from esm_dagster.transport.client import GuardedTransport
 
 # RFC 6749 §5.2 codes that mean "these credentials no longer work": re-authorization needed.
 REFUSED_GRANT_CODES = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
@@ -36,14 +38,24 @@ class TokenEndpoint:
         timeout_seconds: float = 30.0,
         basic: tuple[Secret, Secret] | None = None,
         client: httpx.Client | None = None,
+        endpoints: EndpointPolicy | None = None,
     ) -> None:
+        """`endpoints`: the mapping's endpoint policy (else the installation's): the token
+        endpoint is checked, pinned and TLS-verified like every provider request."""
         self.url = url
         self.provider = provider
         self.timeout_seconds = timeout_seconds
         self._basic = BasicAuth(basic[0], basic[1]) if basic else None
         self._basic_secrets: tuple[Secret, ...] = tuple(basic) if basic else ()
         self._owns_client = client is None
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False)
+        self._client = client or httpx.Client(
+            transport=GuardedTransport(
+                endpoints or EndpointPolicy.from_env(), provider=provider, secrets=self._basic_secrets
+            ),
+            timeout=httpx.Timeout(timeout_seconds),
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     def __repr__(self) -> str:
         return f"TokenEndpoint(url={self.url!r}, credentials=***)"

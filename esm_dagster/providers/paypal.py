@@ -68,6 +68,7 @@ class PayPalProvider(OAuthHttpProvider):
             base_url + "/v1/oauth2/token",
             provider=cls.name,
             timeout_seconds=ctx.policy.timeout_seconds,
+            endpoints=ctx.policy.endpoints,
             basic=(Secret(client_id), secret),
         )
         auth = OAuth2Auth(ClientCredentialsGrant(), endpoint, store_for(ctx))

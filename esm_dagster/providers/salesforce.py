@@ -104,6 +104,7 @@ class SalesforceProvider(OAuthHttpProvider):
             login_url + "/services/oauth2/token",
             provider=cls.name,
             timeout_seconds=ctx.policy.timeout_seconds,
+            endpoints=ctx.policy.endpoints,
         )
         auth = OAuth2Auth(grant, endpoint, store_for(ctx))
         return cls(

@@ -146,6 +146,7 @@ def target_tables(url: str, plan: RulesPlan) -> dict[str, sa.Table]:
     return {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
 
 
+@audit.catalog_of_first_argument
 def run_mapping(
     url: str,
     mapping_ref: str,
