@@ -83,10 +83,15 @@ def test_after_rotation_the_new_key_alone_opens_everything_and_the_old_one_nothi
     assert _opens(Vault([K2]), after) == set(after) and _opens(Vault([K1]), after) == set()
     assert {Vault([K2]).decrypt(c)["api_key"].reveal() for c in after.values()} == set(SECRETS)
     assert not any(secret in json.dumps(after) for secret in SECRETS)
-    events = [r.audit for r in caplog.records if r.name == AUDIT_LOGGER]  # type: ignore[attr-defined]
-    assert sorted(e["mapping"] for e in events) == [f"Stripe {n}" for n in range(5)]
-    assert {(e["action"], e["outcome"]) for e in events} == {("credentials_rotated", "ok")}
-    assert not any(secret in caplog.text for secret in SECRETS)
+    from esm_dagster.catalog.audit import list_entries
+
+    entries = list_entries(catalog)
+    rotated = [e for e in entries if e.action == "credentials.rotated"]
+    assert sorted(e.mapping or "" for e in rotated) == [f"Stripe {n}" for n in range(5)]
+    assert {e.outcome for e in rotated} == {"ok"}
+    (summary,) = [e for e in entries if e.action == "keys.rotated"]
+    assert summary.details["rotated"] == 5 and summary.actor_role == "admin"
+    assert not any(secret in caplog.text + repr(entries) for secret in SECRETS)
     # A second run has nothing left to do.
     assert main(["keys", "rotate"]) == 0
     assert capsys.readouterr().out.startswith("rotated 0, already current 5, failed 0")

@@ -49,3 +49,10 @@ def test_a_refused_endpoint_fails_its_own_sync_only(
     assert refusals and all(e["action"] == "endpoint_refused" for e in refusals)
     assert any(needle in e["detail"] for e in refusals)
     assert DEMO_STRIPE_KEY not in caplog.text
+    # ... and stored in the audit log, on the mapping, by the system (the engine named its catalog).
+    from esm_dagster.catalog.audit import list_entries
+
+    stored = list_entries(db_url, action="endpoint.refused")
+    assert stored and {e.outcome for e in stored} == {"refused"} and {e.actor for e in stored} == {"system"}
+    assert any(needle in str(e.details.get("detail")) for e in stored)
+    assert DEMO_STRIPE_KEY not in repr(stored)
