@@ -223,7 +223,9 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
     row.api_endpoint = item.api_endpoint
     row.api_version = item.api_version
     row.authentication_type = item.authentication_type
-    row.credentials = vault.encrypt(item.credentials)
+    credentials_changed = created or not _same_credentials(vault, row, item.credentials)
+    if credentials_changed:  # re-adding the same file keeps the ciphertext: nothing changed
+        row.credentials = vault.encrypt(item.credentials)
     row.mapping_rules = item.mapping_rules
     row.sync_frequency = item.sync_frequency
     # Re-adding a file must not undo a person's `disable`/`maintenance` or lift an `error` that
@@ -243,9 +245,22 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
     session.flush()
     fields = sorted(item.credentials)
     audit.record(session, "mapping.created" if created else "mapping.edited", row, details={"from": "file"})
-    if fields:
+    if fields and credentials_changed:
         audit.record(session, "credentials.changed", row, details={"fields": fields})
     return row, created
+
+
+def _same_credentials(vault: Vault, row: ExternalSystemMapping, credentials: Mapping[str, Any]) -> bool:
+    """Whether the row already holds exactly these credentials (False when they cannot be opened)."""
+    from esm_dagster.security.vault import VaultError
+
+    if not row.credentials:
+        return not credentials
+    try:
+        stored = vault.decrypt(row.credentials, mapping=repr(row.system_name))
+    except VaultError:
+        return False
+    return {k: v.reveal() for k, v in stored.items()} == {k: str(v) for k, v in credentials.items()}
 
 
 @dataclasses.dataclass(frozen=True)
