@@ -1,0 +1,290 @@
+"""Outbound messages with fallback: real Twilio and Telegram emulators on loopback, real catalogs.
+
+The SMS route is Twilio (priority 1) with Telegram (priority 2) as its fallback: the member's chat
+id travels in the message's payload (`x-messages.recipient: payload.telegram_chat_id`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from esm_dagster.catalog.circuit import circuit_of
+from esm_dagster.catalog.db import session_factory
+from esm_dagster.catalog.mappings import get_mapping
+from esm_dagster.catalog.models import MessageStatus, OutboundMessage
+from esm_dagster.catalog.types import utcnow
+from esm_dagster.providers.markers import carries_marker
+from esm_dagster.sandbox.telegram import TelegramEmulator
+from esm_dagster.sandbox.twilio import TwilioEmulator
+from esm_dagster.sync.engine import SyncFailed, run_mapping
+from esm_dagster.sync.messages import dispatch, enqueue
+from esm_dagster.sync.messages.dispatch import route_key
+from esm_dagster_tests.providers.messaging_helpers import register_mapping
+
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "twilio-auth-token-0f9e8d7c6b5a"
+BOT_TOKEN = "246813579:AAFtestTokenSecretPart_0123456789xyz"
+MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+SENDER = "+15005550006"
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioEmulator]:
+    with TwilioEmulator(account_sid=ACCOUNT, auth_token=TWILIO_TOKEN, messages=5, seed=3) as em:
+        yield em
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramEmulator]:
+    with TelegramEmulator(tokens=[BOT_TOKEN], updates=12, seed=4) as em:
+        yield em
+
+
+def sms_mapping(url: str, token: str = TWILIO_TOKEN) -> dict[str, Any]:
+    return {
+        "system_name": "Club SMS",
+        "system_type": "sms_provider",
+        "provider_name": "twilio",
+        "api_endpoint": url,
+        "authentication_type": "basic_auth",
+        "credentials": {"account_sid": ACCOUNT, "auth_token": token, "from_number": SENDER},
+        "sync_frequency": "hourly",
+        "priority": 1,
+        "retry_attempts": 0,
+        "timeout_seconds": 5,
+        "mapping_rules": {
+            "field_mappings": {"to": "message.to_number", "body": "message.body"},
+            "sync_config": {"stream": "messages", "key": "sid", "error_threshold": 3},
+        },
+    }
+
+
+def bot_mapping(url: str) -> dict[str, Any]:
+    return {
+        "system_name": "Club Bot SMS fallback",
+        "system_type": "sms_provider",
+        "provider_name": "telegram",
+        "api_endpoint": url,
+        "authentication_type": "api_key",
+        "credentials": {"bot_token": BOT_TOKEN},
+        "sync_frequency": "manual",
+        "priority": 2,
+        "retry_attempts": 0,
+        "timeout_seconds": 5,
+        "mapping_rules": {
+            "field_mappings": {"message.text": "message.body"},
+            "sync_config": {"stream": "updates", "key": "update_id"},
+            "x-messages": {"recipient": "payload.telegram_chat_id"},
+        },
+    }
+
+
+@pytest.fixture
+def catalog(db_url: str, fernet_key: str, twilio: TwilioEmulator, telegram: TelegramEmulator) -> str:
+    register_mapping(db_url, sms_mapping(twilio.url))
+    register_mapping(db_url, bot_mapping(telegram.url))
+    return db_url
+
+
+def queue(url: str, telegram: TelegramEmulator, n: int, prefix: str = "reminder") -> list[str]:
+    chats = [c["id"] for c in telegram.chats()]
+    keys = [f"{prefix}-{i}" for i in range(n)]
+    with session_factory(url).begin() as session:
+        for i, key in enumerate(keys):
+            enqueue(
+                session,
+                "sms_provider",
+                f"+1415555{i:04d}",
+                f"Court {i} is booked for 18:00",
+                key,
+                payload={"telegram_chat_id": chats[i % len(chats)]},
+            )
+    return keys
+
+
+def messages(url: str) -> list[OutboundMessage]:
+    with session_factory(url)() as session:
+        found = list(session.scalars(sa.select(OutboundMessage).order_by(OutboundMessage.created_at)))
+        session.expunge_all()
+        return found
+
+
+def mapping_id(url: str, ref: str) -> Any:
+    with session_factory(url)() as session:
+        return get_mapping(session, ref).id
+
+
+def new_twilio_sends(twilio: TwilioEmulator) -> list[dict[str, Any]]:
+    return [m for m in twilio.messages() if "[esm:" in (m.get("body") or "")]
+
+
+def test_enqueue_twice_with_one_key_is_one_message(catalog: str, telegram: TelegramEmulator) -> None:
+    queue(catalog, telegram, 3)
+    queue(catalog, telegram, 3)
+    assert len(messages(catalog)) == 3
+    with pytest.raises(ValueError, match="sends no messages"), session_factory(catalog).begin() as session:
+        enqueue(session, "crm", "+14155550000", "hi", "k")
+
+
+def test_a_failing_primary_sends_each_of_100_messages_once_through_the_fallback(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """The Done-when bullet: Twilio answers 500 to everything, sends and lookups alike."""
+    queue(catalog, telegram, 100)
+    twilio.faults.fail_next(100, status=500, path=MESSAGES_PATH)
+    first = dispatch(catalog)
+    # Three sends failed and their lookups failed too: unknown, held back; after three failures in
+    # a row Twilio is skipped for the rest of the pass and the other 97 go to Telegram.
+    assert (first.claimed, first.sent, first.waiting) == (100, 97, 3)
+    held = [m for m in messages(catalog) if m.status == MessageStatus.QUEUED.value]
+    assert [m.routing[-1]["outcome"] for m in held] == ["unknown"] * 3
+    assert len(telegram.sent_messages()) == 97
+    second = dispatch(catalog)  # Twilio still failing: the three stay unresolved, sent nowhere
+    assert (second.claimed, second.sent, second.waiting) == (3, 0, 3)
+    assert len(telegram.sent_messages()) == 97
+    twilio.faults.clear()  # Twilio answers again: the lookups show the three were never sent
+    third = dispatch(catalog)
+    assert (third.sent, third.waiting) == (3, 0)
+
+    bot = mapping_id(catalog, "club bot sms fallback/updates")
+    rows = messages(catalog)
+    assert {m.status for m in rows} == {MessageStatus.SENT.value}
+    assert {m.routed_mapping_id for m in rows} == {bot}
+    sent = telegram.sent_messages()
+    assert len(sent) == 100 and new_twilio_sends(twilio) == []
+    texts = Counter(m["text"] for m in sent)
+    assert texts == Counter(f"Court {i} is booked for 18:00" for i in range(100))  # each exactly once
+    assert {r.provider_message_id for r in rows} == {f"{m['chat']['id']}:{m['message_id']}" for m in sent}
+    for row in rows:
+        assert row.provider_message_id.split(":")[0] == str(row.payload["telegram_chat_id"])
+        assert row.routing[-1]["outcome"] == "sent" and row.routing[-1]["mapping_id"] == str(bot)
+        assert row.routing[0]["provider"] == "twilio" and row.routing[0]["outcome"] in ("unknown", "skipped")
+    assert sum(1 for r in rows if r.routing[0]["outcome"] == "unknown") == 3
+    assert sum(1 for r in rows if any(e["outcome"] == "not_sent" for e in r.routing)) == 3
+    assert dispatch(catalog).claimed == 0  # nothing left to send
+
+
+def test_a_lost_answer_at_the_primary_is_found_not_resent(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    queue(catalog, telegram, 2)
+    twilio.faults.lose_response_next(1, path=MESSAGES_PATH)  # Twilio sends it, the answer is lost
+    report = dispatch(catalog)
+    assert (report.sent, report.found) == (2, 1)
+    sms = mapping_id(catalog, "club sms/messages")
+    first, second = messages(catalog)
+    assert first.routed_mapping_id == second.routed_mapping_id == sms
+    assert first.routing[-1]["outcome"] == "found" and second.routing[-1]["outcome"] == "sent"
+    sent = new_twilio_sends(twilio)
+    assert len(sent) == 2 and telegram.sent_messages() == []
+    assert first.provider_message_id in {m["sid"] for m in sent}
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "club sms/messages")
+    key = route_key(row, first)
+    assert sum(1 for m in sent if carries_marker(m["body"], key)) == 1  # once, not twice
+
+
+def test_a_rate_limited_primary_falls_back_without_a_lookup(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    queue(catalog, telegram, 1)
+    twilio.faults.rate_limit_next(1, retry_after=None, path=MESSAGES_PATH)  # 20429: never processed
+    assert dispatch(catalog).by_mapping == {"Club Bot SMS fallback": 1}
+    (row,) = messages(catalog)
+    assert [(e["provider"], e["outcome"]) for e in row.routing] == [
+        ("twilio", "failed"),
+        ("telegram", "sent"),
+    ]
+    assert row.routing[0]["error_class"] == "rate_limit" and row.routing[0]["retryable"] is True
+    assert [r.method for r in twilio.requests] == ["POST"]  # no lookup: a 429 proves nothing was sent
+
+
+def test_an_open_circuit_skips_the_primary_without_calling_it(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    for _ in range(3):  # three failed syncs of the Twilio mapping open its circuit
+        twilio.faults.fail_next(1, status=500, path=MESSAGES_PATH)
+        with pytest.raises(SyncFailed):
+            run_mapping(catalog, "club sms/messages")
+    with session_factory(catalog)() as session:
+        assert circuit_of(session, get_mapping(session, "club sms/messages"), utcnow()).is_open
+    calls = twilio.request_count
+    queue(catalog, telegram, 5)
+    report = dispatch(catalog)
+    assert report.by_mapping == {"Club Bot SMS fallback": 5}
+    assert twilio.request_count == calls  # not one call to the open circuit
+    for row in messages(catalog):
+        assert row.routing[0]["outcome"] == "skipped" and "circuit open until" in row.routing[0]["reason"]
+
+
+def test_an_unverifiable_lost_send_needs_a_person_and_is_never_resent(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    queue(catalog, telegram, 1)
+    twilio.faults.rate_limit_next(1, retry_after=None, path=MESSAGES_PATH)
+    telegram.faults.lose_response_next(1, path="/bot")  # delivered, answer lost; no Bot API lookup
+    report = dispatch(catalog)
+    assert (report.sent, report.needs_person) == (0, 1)
+    (row,) = messages(catalog)
+    assert row.status == MessageStatus.NEEDS_PERSON.value and row.routed_mapping_id is None
+    assert row.routing[-1]["outcome"] == "needs_person" and row.routing[-1]["code"] == "send_unverifiable"
+    assert dispatch(catalog).claimed == 0
+    assert len(telegram.sent_messages()) == 1  # the one lost send, never a second
+
+
+def test_a_claim_left_by_a_dead_dispatcher_is_looked_up_before_any_resend(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """A dispatcher sent through Twilio and died before writing the outcome: the next one finds it."""
+    import datetime as dt
+
+    from esm_dagster.providers.factory import build_provider
+    from esm_dagster.security.vault import Vault
+    from esm_dagster.sync.messages.shaping import send_record
+
+    queue(catalog, telegram, 1)
+    (message,) = messages(catalog)
+    with session_factory(catalog)() as session:
+        row = get_mapping(session, "club sms/messages")
+        session.expunge(row)
+    credentials = Vault.from_env().decrypt(row.credentials)
+    with build_provider(row, credentials) as provider:  # the dead dispatcher's send
+        record = send_record(row, message, credentials)
+        (sent,) = provider.write("messages", [record], idempotency_keys=[route_key(row, message)])
+    stale = utcnow() - dt.timedelta(hours=1)
+    attempt = {
+        "mapping_id": str(row.id),
+        "mapping": row.system_name,
+        "provider": "twilio",
+        "outcome": "attempting",
+    }
+    with session_factory(catalog).begin() as session:
+        live = session.get(OutboundMessage, message.id)
+        assert live is not None
+        live.status, live.claimed_at, live.attempts, live.routing = "sending", stale, 1, [attempt]
+    report = dispatch(catalog)
+    assert (report.sent, report.found) == (1, 1)
+    (after,) = messages(catalog)
+    assert after.provider_message_id == sent["sid"] and after.routed_mapping_id == row.id
+    assert len(new_twilio_sends(twilio)) == 1 and telegram.sent_messages() == []
+
+
+def test_a_rejected_credential_falls_back_and_its_secret_is_nowhere(
+    db_url: str, fernet_key: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    wrong = "twilio-wrong-token-77aa88bb99cc"
+    register_mapping(db_url, sms_mapping(twilio.url, token=wrong))
+    register_mapping(db_url, bot_mapping(telegram.url))
+    queue(db_url, telegram, 2)
+    assert dispatch(db_url).by_mapping == {"Club Bot SMS fallback": 2}
+    for row in messages(db_url):
+        assert row.routing[0]["error_class"] == "auth" and row.routing[0]["outcome"] == "failed"
+        stored = json.dumps(row.routing) + (row.last_error or "")
+        assert wrong not in stored and TWILIO_TOKEN not in stored and BOT_TOKEN not in stored
+        assert BOT_TOKEN.split(":")[1] not in stored
