@@ -1,127 +1,60 @@
-"""Outbound messages with fallback: real Twilio and Telegram emulators on loopback, real catalogs.
-
-The SMS route is Twilio (priority 1) with Telegram (priority 2) as its fallback: the member's chat
-id travels in the message's payload (`x-messages.recipient: payload.telegram_chat_id`).
-"""
+"""Outbound messages with fallback: real Twilio and Telegram emulators on loopback, real catalogs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from esm_dagster.catalog.circuit import circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import get_mapping
 from esm_dagster.catalog.models import MessageStatus, OutboundMessage
 from esm_dagster.catalog.types import utcnow
+from esm_dagster.providers.factory import build_provider
 from esm_dagster.providers.markers import carries_marker
 from esm_dagster.sandbox.telegram import TelegramEmulator
 from esm_dagster.sandbox.twilio import TwilioEmulator
+from esm_dagster.security.vault import Vault
 from esm_dagster.sync.engine import SyncFailed, run_mapping
 from esm_dagster.sync.messages import dispatch, enqueue
 from esm_dagster.sync.messages.dispatch import route_key
+from esm_dagster.sync.messages.shaping import send_record
 from esm_dagster_tests.providers.messaging_helpers import register_mapping
-
-ACCOUNT = "AC" + "0123456789abcdef" * 2
-TWILIO_TOKEN = "twilio-auth-token-0f9e8d7c6b5a"
-BOT_TOKEN = "246813579:AAFtestTokenSecretPart_0123456789xyz"
-MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-SENDER = "+15005550006"
+from esm_dagster_tests.sync.message_helpers import (
+    BOT_TOKEN,
+    MESSAGES_PATH,
+    TWILIO_TOKEN,
+    bot_mapping,
+    mapping_id,
+    messages,
+    new_twilio_sends,
+    queue,
+    register_routes,
+    sms_mapping,
+    telegram_emulator,
+    twilio_emulator,
+)
 
 
 @pytest.fixture
 def twilio() -> Iterator[TwilioEmulator]:
-    with TwilioEmulator(account_sid=ACCOUNT, auth_token=TWILIO_TOKEN, messages=5, seed=3) as em:
+    with twilio_emulator() as em:
         yield em
 
 
 @pytest.fixture
 def telegram() -> Iterator[TelegramEmulator]:
-    with TelegramEmulator(tokens=[BOT_TOKEN], updates=12, seed=4) as em:
+    with telegram_emulator() as em:
         yield em
-
-
-def sms_mapping(url: str, token: str = TWILIO_TOKEN) -> dict[str, Any]:
-    return {
-        "system_name": "Club SMS",
-        "system_type": "sms_provider",
-        "provider_name": "twilio",
-        "api_endpoint": url,
-        "authentication_type": "basic_auth",
-        "credentials": {"account_sid": ACCOUNT, "auth_token": token, "from_number": SENDER},
-        "sync_frequency": "hourly",
-        "priority": 1,
-        "retry_attempts": 0,
-        "timeout_seconds": 5,
-        "mapping_rules": {
-            "field_mappings": {"to": "message.to_number", "body": "message.body"},
-            "sync_config": {"stream": "messages", "key": "sid", "error_threshold": 3},
-        },
-    }
-
-
-def bot_mapping(url: str) -> dict[str, Any]:
-    return {
-        "system_name": "Club Bot SMS fallback",
-        "system_type": "sms_provider",
-        "provider_name": "telegram",
-        "api_endpoint": url,
-        "authentication_type": "api_key",
-        "credentials": {"bot_token": BOT_TOKEN},
-        "sync_frequency": "manual",
-        "priority": 2,
-        "retry_attempts": 0,
-        "timeout_seconds": 5,
-        "mapping_rules": {
-            "field_mappings": {"message.text": "message.body"},
-            "sync_config": {"stream": "updates", "key": "update_id"},
-            "x-messages": {"recipient": "payload.telegram_chat_id"},
-        },
-    }
 
 
 @pytest.fixture
 def catalog(db_url: str, fernet_key: str, twilio: TwilioEmulator, telegram: TelegramEmulator) -> str:
-    register_mapping(db_url, sms_mapping(twilio.url))
-    register_mapping(db_url, bot_mapping(telegram.url))
-    return db_url
-
-
-def queue(url: str, telegram: TelegramEmulator, n: int, prefix: str = "reminder") -> list[str]:
-    chats = [c["id"] for c in telegram.chats()]
-    keys = [f"{prefix}-{i}" for i in range(n)]
-    with session_factory(url).begin() as session:
-        for i, key in enumerate(keys):
-            enqueue(
-                session,
-                "sms_provider",
-                f"+1415555{i:04d}",
-                f"Court {i} is booked for 18:00",
-                key,
-                payload={"telegram_chat_id": chats[i % len(chats)]},
-            )
-    return keys
-
-
-def messages(url: str) -> list[OutboundMessage]:
-    with session_factory(url)() as session:
-        found = list(session.scalars(sa.select(OutboundMessage).order_by(OutboundMessage.created_at)))
-        session.expunge_all()
-        return found
-
-
-def mapping_id(url: str, ref: str) -> Any:
-    with session_factory(url)() as session:
-        return get_mapping(session, ref).id
-
-
-def new_twilio_sends(twilio: TwilioEmulator) -> list[dict[str, Any]]:
-    return [m for m in twilio.messages() if "[esm:" in (m.get("body") or "")]
+    return register_routes(db_url, twilio, telegram)
 
 
 def test_enqueue_twice_with_one_key_is_one_message(catalog: str, telegram: TelegramEmulator) -> None:
@@ -242,12 +175,6 @@ def test_a_claim_left_by_a_dead_dispatcher_is_looked_up_before_any_resend(
     catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
 ) -> None:
     """A dispatcher sent through Twilio and died before writing the outcome: the next one finds it."""
-    import datetime as dt
-
-    from esm_dagster.providers.factory import build_provider
-    from esm_dagster.security.vault import Vault
-    from esm_dagster.sync.messages.shaping import send_record
-
     queue(catalog, telegram, 1)
     (message,) = messages(catalog)
     with session_factory(catalog)() as session:
