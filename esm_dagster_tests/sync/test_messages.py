@@ -8,11 +8,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from esm_dagster.catalog.circuit import circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import get_mapping
-from esm_dagster.catalog.models import MessageStatus, OutboundMessage
+from esm_dagster.catalog.models import MessageStatus, OutboundMessage, Task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.providers.markers import carries_marker
@@ -20,7 +21,7 @@ from esm_dagster.sandbox.telegram import TelegramEmulator
 from esm_dagster.sandbox.twilio import TwilioEmulator
 from esm_dagster.security.vault import Vault
 from esm_dagster.sync.engine import SyncFailed, run_mapping
-from esm_dagster.sync.messages import dispatch, enqueue
+from esm_dagster.sync.messages import Dispatcher, dispatch, enqueue
 from esm_dagster.sync.messages.dispatch import route_key
 from esm_dagster.sync.messages.shaping import send_record
 from esm_dagster_tests.providers.messaging_helpers import register_mapping
@@ -169,6 +170,10 @@ def test_an_unverifiable_lost_send_needs_a_person_and_is_never_resent(
     assert row.routing[-1]["outcome"] == "needs_person" and row.routing[-1]["code"] == "send_unverifiable"
     assert dispatch(catalog).claimed == 0
     assert len(telegram.sent_messages()) == 1  # the one lost send, never a second
+    with session_factory(catalog)() as session:
+        (task,) = session.scalars(sa.select(Task)).all()
+    assert task.mapping_id == mapping_id(catalog, "club bot sms fallback/updates")
+    assert task.reason == "unverifiable_message" and row.idempotency_key in (task.description or "")
 
 
 def test_a_claim_left_by_a_dead_dispatcher_is_looked_up_before_any_resend(
@@ -215,3 +220,42 @@ def test_a_rejected_credential_falls_back_and_its_secret_is_nowhere(
         stored = json.dumps(row.routing) + (row.last_error or "")
         assert wrong not in stored and TWILIO_TOKEN not in stored and BOT_TOKEN not in stored
         assert BOT_TOKEN.split(":")[1] not in stored
+
+
+def only_twilio(db_url: str, twilio: TwilioEmulator) -> str:
+    register_mapping(db_url, sms_mapping(twilio.url))
+    with session_factory(db_url).begin() as session:
+        enqueue(session, "sms_provider", "+14155550100", "Your lesson moved to 19:00", "lesson-1")
+    return db_url
+
+
+def test_an_attempt_looked_up_as_not_sent_goes_back_to_the_queue_and_is_sent_once(
+    db_url: str, fernet_key: str, twilio: TwilioEmulator
+) -> None:
+    url = only_twilio(db_url, twilio)
+    twilio.faults.fail_next(2, status=500, path=MESSAGES_PATH)  # the send, then its lookup
+    assert dispatch(url).waiting == 1
+    resolved = dispatch(url)  # the lookup works now: not sent; no route after Twilio in this pass
+    assert (resolved.sent, resolved.waiting) == (0, 1)
+    (row,) = messages(url)
+    assert row.status == MessageStatus.QUEUED.value
+    assert [e["outcome"] for e in row.routing] == ["unknown", "not_sent"]
+    assert dispatch(url).sent == 1
+    (row,) = messages(url)
+    assert [e["outcome"] for e in row.routing] == ["unknown", "not_sent", "sent"]
+    assert len(new_twilio_sends(twilio)) == 1
+
+
+def test_an_attempt_that_stays_unresolved_goes_to_a_person_never_to_failed(
+    db_url: str, fernet_key: str, twilio: TwilioEmulator
+) -> None:
+    url = only_twilio(db_url, twilio)
+    twilio.faults.fail_next(10, status=500, path=MESSAGES_PATH)
+    statuses = []
+    for _ in range(3):
+        Dispatcher(url, max_attempts=3).run()
+        statuses.append(messages(url)[0].status)
+    assert statuses == ["queued", "queued", "needs_person"]
+    (row,) = messages(url)
+    assert "unresolved after 3 passes" in (row.last_error or "")
+    assert dispatch(url).claimed == 0 and new_twilio_sends(twilio) == []

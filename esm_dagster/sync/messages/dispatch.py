@@ -43,6 +43,7 @@ from esm_dagster.catalog.models import (
     SyncStatus,
     SystemType,
 )
+from esm_dagster.catalog.tasks import open_task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.base import Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
@@ -55,6 +56,7 @@ log = logging.getLogger("esm_dagster.messages")
 
 ProviderBuilder = Callable[..., Provider]
 UNRESOLVED = frozenset({"attempting", "unknown"})
+MESSAGE_TASK = "unverifiable_message"  # the task reason (catalog.tasks.REASONS)
 _TEXT = 300  # an error text kept on the message: enough to act on, not a log dump
 
 
@@ -133,7 +135,12 @@ class Dispatcher:
                     if not claim(session, message_id, self.clock(), self.lease_seconds):
                         continue
                 report.claimed += 1
-                self._deliver(message_id, report)
+                try:
+                    self._deliver(message_id, report)
+                except Exception as exc:
+                    # The claim stays: after the lease the next pass looks up any attempt first.
+                    log.error(f"message {message_id}: delivery stopped by {type(exc).__name__}; left claimed")
+                    report.waiting += 1
         finally:
             self.close()
         return report
@@ -147,29 +154,27 @@ class Dispatcher:
     def _deliver(self, message_id: uuid.UUID, report: DispatchReport) -> None:
         message = self._load(message_id)
         routes = self._routes_of(message.system_type)
-        start = 0
+        start, retry_later = 0, False
         pending = unresolved_attempt(message.routing)
         if pending is not None:
             route = self._route_by_id(uuid.UUID(pending["mapping_id"]))
-            settled = self._resolve(message, route, pending, report) if route is not None else None
-            if settled is None and route is None:
-                self._finish(message, MessageStatus.NEEDS_PERSON, report, error="the mapping of an unresolved "
-                             "attempt is gone: whether it was sent cannot be looked up")  # fmt: skip
+            if route is None:
+                gone = "the mapping of an unresolved attempt is gone: whether it was sent cannot be looked up"
+                self._finish(message, MessageStatus.NEEDS_PERSON, report, error=gone)
                 return
-            if settled != "not_sent":
+            if self._resolve(message, route, pending, report) != "not_sent":
                 return
+            # Not sent there: go on with the routes after it now; it is tried again next pass.
             ids = [r.row.id for r in routes]
-            start = ids.index(route.row.id) + 1 if route is not None and route.row.id in ids else 0
-        retry_later = False
+            start = ids.index(route.row.id) + 1 if route.row.id in ids else 0
+            retry_later = True
         for route in routes[start:]:
             outcome = self._try(message, route, report)
             if outcome in ("sent", "held"):
                 return
             retry_later = retry_later or outcome == "retry"
         if not routes:
-            message = self._note(
-                message, last_error=f"no active mapping of system_type {message.system_type}"
-            )
+            self._note(message, last_error=f"no active mapping of system_type {message.system_type}")
             retry_later = True
         if retry_later and message.attempts < self.max_attempts:
             self._release(message, report)
@@ -240,11 +245,12 @@ class Dispatcher:
         text = str(lookup)[:_TEXT]
         if lookup.retryable or lookup.error_class in AMBIGUOUS_CLASSES:
             self._failures[route.row.id] += 1
-            self._settle(message, "unknown", reason=f"the answer was lost and the lookup failed: {text}")
-            self._release(message, report)
+            reason = f"the answer was lost and the lookup failed: {text}"
+            self._settle(message, "unknown", reason=reason)
+            self._hold(message, route, report, reason)
         else:
             self._settle(message, "needs_person", reason=text, code=lookup.code)
-            self._finish(message, MessageStatus.NEEDS_PERSON, report, error=text)
+            self._finish(message, MessageStatus.NEEDS_PERSON, report, route=route, error=text)
         return "held"
 
     def _resolve(
@@ -253,24 +259,22 @@ class Dispatcher:
         """Look up an attempt whose outcome is unknown: found | not_sent | held (still unknown)."""
         provider = self._client(route)
         if provider is None:
-            self._release(message, report, error=f"cannot look up the attempt at {route.row.system_name}")
+            self._hold(message, route, report, f"cannot look up the attempt: {route.broken}")
             return "held"
         row = route.row
-        record = None
         try:
             record = send_record(row, message, route.credentials or {})
             found = provider.find_written(SEND_WRITES[row.provider_name], record, route_key(row, message))
         except NoAddress as exc:
-            self._release(message, report, error=f"cannot look up the attempt: {exc}")
+            self._hold(message, route, report, f"cannot look up the attempt: {exc}")
             return "held"
         except ProviderError as error:
+            text = str(error)[:_TEXT]
             if error.retryable or error.error_class in AMBIGUOUS_CLASSES:
-                self._release(
-                    message, report, error=f"lookup at {row.system_name} failed: {str(error)[:_TEXT]}"
-                )
+                self._hold(message, route, report, f"lookup at {row.system_name} failed: {text}")
                 return "held"
-            self._append(message, route, "needs_person", reason=str(error)[:_TEXT], code=error.code)
-            self._finish(message, MessageStatus.NEEDS_PERSON, report, error=str(error)[:_TEXT])
+            self._append(message, route, "needs_person", reason=text, code=error.code)
+            self._finish(message, MessageStatus.NEEDS_PERSON, report, route=route, error=text)
             return "held"
         if found is not None:
             self._append(message, route, "found", reason="an earlier attempt was sent (looked up)")
@@ -373,6 +377,15 @@ class Dispatcher:
             values["last_error"] = details["reason"]
         self._note(message, **values)
 
+    def _hold(self, message: OutboundMessage, route: _Route, report: DispatchReport, error: str) -> None:
+        """Keep a message whose last attempt is unresolved: queued, or with a person once it has
+        waited `max_attempts` passes. Never `failed`: it may have been sent."""
+        if message.attempts >= self.max_attempts:
+            waited = f"unresolved after {message.attempts} passes: {error}"
+            self._finish(message, MessageStatus.NEEDS_PERSON, report, route=route, error=waited)
+        else:
+            self._release(message, report, error=error)
+
     def _release(self, message: OutboundMessage, report: DispatchReport, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": MessageStatus.QUEUED.value, "claimed_at": None}
         if error is not None:
@@ -406,11 +419,21 @@ class Dispatcher:
             )
         elif status is MessageStatus.NEEDS_PERSON:
             report.needs_person += 1
+            if route is not None:
+                self._ask_a_person(route.row, message, error or "")
         else:
             report.failed += 1
         if error is not None:
             values["last_error"] = error
         self._note(message, **values)
+
+    def _ask_a_person(self, row: ExternalSystemMapping, message: OutboundMessage, error: str) -> None:
+        """One open task per mapping (tasks dedupe by mapping and reason), naming the message."""
+        detail = f"message {message.id} (key {message.idempotency_key!r}): {error}"
+        with self.Session.begin() as session:
+            live = session.get(ExternalSystemMapping, row.id)
+            if live is not None:
+                open_task(session, live, MESSAGE_TASK, detail)
 
 
 def dispatch(database_url: str, *, limit: int = 500, **options: Any) -> DispatchReport:
