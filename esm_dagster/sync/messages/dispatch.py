@@ -188,20 +188,20 @@ class Dispatcher:
         with self.Session() as session:
             circuit = circuit_of(session, row, now)
         if circuit.is_open:
-            self._append(message, route, "skipped", reason=circuit.describe())
+            self._append(message, route, "skipped", write=False, reason=circuit.describe())
             return "retry"
         if self._failures[row.id] >= self.skip_after_failures:
             reason = f"failed {self._failures[row.id]} times in a row in this dispatch"
-            self._append(message, route, "skipped", reason=reason)
+            self._append(message, route, "skipped", write=False, reason=reason)
             return "retry"
         provider = self._client(route)
         if provider is None:
-            self._append(message, route, "skipped", reason=route.broken)
+            self._append(message, route, "skipped", write=False, reason=route.broken)
             return "refused"
         try:
             record = send_record(row, message, route.credentials or {})
         except NoAddress as exc:
-            self._append(message, route, "skipped", reason=str(exc))
+            self._append(message, route, "skipped", write=False, reason=str(exc))
             return "refused"
         write, key = SEND_WRITES[row.provider_name], route_key(row, message)
         self._append(message, route, "attempting")  # committed before the send: see the module doc
@@ -215,7 +215,7 @@ class Dispatcher:
         if outcome.status in ("written", "found"):
             self._failures[row.id] = 0
             result = outcome.result or {}
-            self._settle(message, "sent" if outcome.status == "written" else "found")
+            self._settle(message, "sent" if outcome.status == "written" else "found", write=False)
             self._finish(
                 message,
                 MessageStatus.SENT,
@@ -277,7 +277,9 @@ class Dispatcher:
             self._finish(message, MessageStatus.NEEDS_PERSON, report, route=route, error=text)
             return "held"
         if found is not None:
-            self._append(message, route, "found", reason="an earlier attempt was sent (looked up)")
+            self._append(
+                message, route, "found", write=False, reason="an earlier attempt was sent (looked up)"
+            )
             self._finish(
                 message,
                 MessageStatus.SENT,
@@ -287,7 +289,13 @@ class Dispatcher:
                 found=True,
             )
             return "found"
-        self._append(message, route, "not_sent", reason=f"looked up after {pending.get('outcome')}: not sent")
+        self._append(
+            message,
+            route,
+            "not_sent",
+            write=False,
+            reason=f"looked up after {pending.get('outcome')}: not sent",
+        )
         return "not_sent"
 
     # ---- routes and clients ---------------------------------------------------------------------
@@ -353,11 +361,17 @@ class Dispatcher:
             return row
 
     def _note(self, message: OutboundMessage, **values: Any) -> OutboundMessage:
+        """Write `values` and the routing so far (entries kept in memory go with the next write)."""
+        values.setdefault("routing", message.routing)
         updated = self._update(message, **values)
         message.__dict__.update({k: getattr(updated, k) for k in values})
         return message
 
-    def _append(self, message: OutboundMessage, route: _Route, outcome: str, **details: Any) -> None:
+    def _append(
+        self, message: OutboundMessage, route: _Route, outcome: str, *, write: bool = True, **details: Any
+    ) -> None:
+        """Add a routing entry; `write=False` keeps it in memory until the next write (a skip or a
+        lookup result need not be durable on its own: losing it only repeats harmless work)."""
         entry = {
             "at": self.clock().isoformat(),
             "mapping_id": str(route.row.id),
@@ -366,16 +380,21 @@ class Dispatcher:
             "outcome": outcome,
             **{k: v for k, v in details.items() if v is not None},
         }
-        self._note(message, routing=[*message.routing, entry])
+        message.routing = [*message.routing, entry]
+        if write:
+            self._note(message)
 
-    def _settle(self, message: OutboundMessage, outcome: str, **details: Any) -> None:
+    def _settle(self, message: OutboundMessage, outcome: str, *, write: bool = True, **details: Any) -> None:
         """Replace the `attempting` entry with what happened."""
         last = dict(message.routing[-1])
         last.update({"outcome": outcome, **{k: v for k, v in details.items() if v is not None}})
         values: dict[str, Any] = {"routing": [*message.routing[:-1], last]}
         if details.get("reason") and outcome in ("failed", "unknown"):
             values["last_error"] = details["reason"]
-        self._note(message, **values)
+        if write:
+            self._note(message, **values)
+        else:
+            message.__dict__.update(values)
 
     def _hold(self, message: OutboundMessage, route: _Route, report: DispatchReport, error: str) -> None:
         """Keep a message whose last attempt is unresolved: queued, or with a person once it has
