@@ -25,6 +25,8 @@ from esm_dagster.sync.messages import Dispatcher, dispatch, enqueue
 from esm_dagster.sync.messages.dispatch import route_key
 from esm_dagster.sync.messages.shaping import send_record
 from esm_dagster_tests.providers.messaging_helpers import register_mapping
+from esm_dagster_tests.sendgrid_fixtures import mapping as sendgrid_mapping
+from esm_dagster_tests.sendgrid_fixtures import sendgrid_emulator
 from esm_dagster_tests.sync.message_helpers import (
     BOT_TOKEN,
     MESSAGES_PATH,
@@ -259,3 +261,39 @@ def test_an_attempt_that_stays_unresolved_goes_to_a_person_never_to_failed(
     (row,) = messages(url)
     assert "unresolved after 3 passes" in (row.last_error or "")
     assert dispatch(url).claimed == 0 and new_twilio_sends(twilio) == []
+
+
+# ---- email: SendGrid's mail_send, shaped from the message --------------------------------------
+def test_an_email_goes_out_once_through_sendgrid_and_a_lost_answer_needs_a_person(
+    db_url: str, fernet_key: str
+) -> None:
+    with sendgrid_emulator() as emulator:
+        rules = {"field_mappings": {"email": "user.email"}, "x-messages": {"from": "club@padel.example"}}
+        register_mapping(db_url, sendgrid_mapping(emulator.url, "contacts", rules, retry_attempts=0))
+        with session_factory(db_url).begin() as session:
+            for n in (1, 2):
+                enqueue(
+                    session,
+                    "email_service",
+                    f"member{n}@padel.example",
+                    "See you",
+                    f"mail-{n}",
+                    subject="Court",
+                )
+            with pytest.raises(ValueError, match="needs a subject"):
+                enqueue(session, "email_service", "member3@padel.example", "See you", "mail-3")
+        emulator.faults.rate_limit_next(1, retry_after=None, path="/v3/mail/send")
+        first = dispatch(db_url)  # a 429 and no other email route: back in the queue, then sent
+        assert (first.sent, first.waiting) == (1, 1)
+        emulator.faults.lose_response_next(1, path="/v3/mail/send")
+        second = dispatch(db_url)  # SendGrid offers no lookup: the lost send goes to a person
+        assert (second.sent, second.needs_person) == (0, 1)
+        one, two = messages(db_url)
+        assert (one.status, two.status) == (MessageStatus.NEEDS_PERSON.value, MessageStatus.SENT.value)
+        assert [e["outcome"] for e in one.routing] == ["failed", "needs_person"]
+        assert one.routing[-1]["code"] == "needs_a_person"
+        (mail,) = emulator.sent_to("member2@padel.example")
+        assert mail["body"]["from"] == {"email": "club@padel.example"} and mail["body"]["subject"] == "Court"
+        assert two.provider_message_id == mail["message_id"]  # X-Message-Id
+        assert len(emulator.sent_to("member1@padel.example")) == 1  # the lost one, sent once
+        assert dispatch(db_url).claimed == 0

@@ -42,6 +42,8 @@ def enqueue(
         raise ValueError(f"message key must be 1..{MAX_KEY} characters (got {len(key)})")
     if not recipient or not body:
         raise ValueError(f"message {key!r}: recipient and body are required")
+    if kind is SystemType.EMAIL_SERVICE and not subject:
+        raise ValueError(f"message {key!r}: an email needs a subject")
     existing = session.scalar(sa.select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
     if existing is not None:
         return existing, False

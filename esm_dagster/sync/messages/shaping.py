@@ -93,10 +93,12 @@ def send_record(
     sender = settings_of(row).get("from") or _plain(credentials.get("from_email"))
     if not sender:
         raise NoAddress("no sender: set x-messages.from or credentials.from_email")
+    if not message.subject:
+        raise NoAddress("an email needs a subject")
     return {
-        "personalizations": [{"to": [{"email": str(address)}], "subject": message.subject or ""}],
+        "personalizations": [{"to": [{"email": str(address)}]}],
         "from": {"email": str(sender)},
-        "subject": message.subject or "",
+        "subject": message.subject,
         "content": [{"type": "text/plain", "value": message.body}],
     }
 
