@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 from collections import Counter
@@ -297,3 +298,19 @@ def test_an_email_goes_out_once_through_sendgrid_and_a_lost_answer_needs_a_perso
         assert two.provider_message_id == mail["message_id"]  # X-Message-Id
         assert len(emulator.sent_to("member1@padel.example")) == 1  # the lost one, sent once
         assert dispatch(db_url).claimed == 0
+
+
+def test_two_dispatchers_at_once_send_each_message_once(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """The claim is a compare-and-set on the row: two passes racing over one queue split it."""
+    queue(catalog, telegram, 40)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: dispatch(catalog), range(2)))
+    assert sum(r.claimed for r in reports) == 40 and sum(r.sent for r in reports) == 40
+    bodies = [m["body"] for m in new_twilio_sends(twilio)]
+    assert len(bodies) == 40
+    assert Counter(b.split(" [esm:")[0] for b in bodies) == Counter(
+        f"Court {i} is booked for 18:00" for i in range(40)
+    )
+    assert {m.status for m in messages(catalog)} == {MessageStatus.SENT.value}
