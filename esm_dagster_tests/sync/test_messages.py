@@ -69,6 +69,32 @@ def test_enqueue_twice_with_one_key_is_one_message(catalog: str, telegram: Teleg
         enqueue(session, "crm", "+14155550000", "hi", "k")
 
 
+def test_two_processes_queueing_one_key_at_once_make_one_message(catalog: str) -> None:
+    """The second waits for the first's transaction and then inserts nothing (ON CONFLICT)."""
+    import threading
+    import time
+
+    inside = threading.Event()
+
+    def first() -> bool:
+        with session_factory(catalog).begin() as session:
+            _, created = enqueue(session, "sms_provider", "+14155550101", "first", "same-key")
+            inside.set()
+            time.sleep(0.3)  # hold the transaction open while the second one tries
+        return created
+
+    def second() -> tuple[bool, str]:
+        inside.wait(5)
+        with session_factory(catalog).begin() as session:
+            message, created = enqueue(session, "sms_provider", "+14155550101", "second", "same-key")
+            return created, message.body
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(first), pool.submit(second)
+        assert a.result() is True and b.result() == (False, "first")
+    assert [m.body for m in messages(catalog)] == ["first"]
+
+
 def test_a_failing_primary_sends_each_of_100_messages_once_through_the_fallback(
     catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
 ) -> None:

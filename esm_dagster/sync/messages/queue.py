@@ -14,10 +14,11 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from esm_dagster.catalog.models import MessageStatus, OutboundMessage, SystemType
+from esm_dagster.catalog.types import utcnow
+from esm_dagster.sync.dialect import upsert_statement
 
 MESSAGE_SYSTEM_TYPES = frozenset({SystemType.EMAIL_SERVICE, SystemType.SMS_PROVIDER, SystemType.SOCIAL_MEDIA})
 MAX_KEY = 200
@@ -44,29 +45,32 @@ def enqueue(
         raise ValueError(f"message {key!r}: recipient and body are required")
     if kind is SystemType.EMAIL_SERVICE and not subject:
         raise ValueError(f"message {key!r}: an email needs a subject")
-    existing = session.scalar(sa.select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
+    by_key = sa.select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
+    existing = session.scalar(by_key)
     if existing is not None:
         return existing, False
-    message = OutboundMessage(
-        system_type=kind,
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        payload=dict(payload or {}),
-        idempotency_key=key,
-        status=MessageStatus.QUEUED.value,
-        attempts=0,
-        routing=[],
+    # ON CONFLICT DO NOTHING, not a savepoint: a second process queueing the same key at the same
+    # moment waits for the first and then inserts nothing, inside the caller's transaction.
+    table = OutboundMessage.__table__
+    assert isinstance(table, sa.Table)
+    statement = upsert_statement(session.get_bind().dialect.name, table, ["idempotency_key"], [])
+    inserted = session.execute(
+        statement.values(
+            id=uuid.uuid4(),
+            system_type=kind,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            payload=dict(payload or {}),
+            idempotency_key=key,
+            status=MessageStatus.QUEUED.value,
+            attempts=0,
+            routing=[],
+            created_at=utcnow(),
+        )
     )
-    try:
-        with session.begin_nested():
-            session.add(message)
-    except IntegrityError:  # another process queued the same key between the select and the insert
-        found = session.scalar(sa.select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
-        if found is None:
-            raise
-        return found, False
-    return message, True
+    message = session.scalars(by_key.execution_options(populate_existing=True)).one()
+    return message, bool(getattr(inserted, "rowcount", 0) == 1)
 
 
 def claimable(now: dt.datetime, lease_seconds: float) -> sa.ColumnElement[bool]:
