@@ -246,10 +246,10 @@ class Dispatcher:
         if lookup.retryable or lookup.error_class in AMBIGUOUS_CLASSES:
             self._failures[route.row.id] += 1
             reason = f"the answer was lost and the lookup failed: {text}"
-            self._settle(message, "unknown", reason=reason)
+            self._settle(message, "unknown", write=False, reason=reason)
             self._hold(message, route, report, reason)
         else:
-            self._settle(message, "needs_person", reason=text, code=lookup.code)
+            self._settle(message, "needs_person", write=False, reason=text, code=lookup.code)
             self._finish(message, MessageStatus.NEEDS_PERSON, report, route=route, error=text)
         return "held"
 
