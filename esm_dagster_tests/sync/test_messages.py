@@ -18,6 +18,7 @@ from esm_dagster.catalog.models import MessageStatus, OutboundMessage, Task
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.providers.markers import carries_marker
+from esm_dagster.sandbox.slack import SlackEmulator
 from esm_dagster.sandbox.telegram import TelegramEmulator
 from esm_dagster.sandbox.twilio import TwilioEmulator
 from esm_dagster.security.vault import Vault
@@ -340,3 +341,52 @@ def test_two_dispatchers_at_once_send_each_message_once(
         f"Court {i} is booked for 18:00" for i in range(40)
     )
     assert {m.status for m in messages(catalog)} == {MessageStatus.SENT.value}
+
+
+# ---- chat: a Slack channel first, the member's Telegram chat second -------------------------------
+SLACK_TOKEN = "xoxb-1234567890-0987654321-TestTokenValue42"
+
+
+def test_a_slack_announcement_falls_back_to_telegram_or_is_found_after_a_lost_answer(
+    db_url: str, fernet_key: str, telegram: TelegramEmulator
+) -> None:
+    with SlackEmulator(tokens=[SLACK_TOKEN], users=5, channels=3, seed=4) as slack:
+        channel = slack.channels()[0]["id"]
+        register_mapping(
+            db_url,
+            {
+                "system_name": "Club Slack",
+                "system_type": "social_media",
+                "provider_name": "slack",
+                "api_endpoint": slack.url + "/api",
+                "authentication_type": "oauth2",
+                "credentials": {"bot_token": SLACK_TOKEN, "channel": channel},
+                "sync_frequency": "daily",
+                "priority": 1,
+                "retry_attempts": 0,
+                "mapping_rules": {
+                    "field_mappings": {"name": "user.slack_handle"},
+                    "sync_config": {"stream": "users"},
+                    "x-messages": {"recipient": "credentials.channel"},  # one fixed channel
+                },
+            },
+        )
+        register_mapping(db_url, {**bot_mapping(telegram.url), "system_type": "social_media"})
+        chat = telegram.chats()[0]["id"]
+        with session_factory(db_url).begin() as session:
+            for n in (1, 2):
+                enqueue(session, "social_media", "members", f"Courts close at {20 + n}:00", f"notice-{n}",
+                        subject="Tonight", payload={"telegram_chat_id": chat})  # fmt: skip
+        slack.faults.fail_next(1, status=500, path="/api/chat.postMessage")  # the lookup still works
+        slack.faults.lose_response_next(1, path="/api/chat.postMessage", after=0)
+        report = dispatch(db_url)
+        assert report.by_mapping == {"Club Bot SMS fallback": 1, "Club Slack": 1} and report.found == 1
+        first, second = messages(db_url)
+        assert [e["outcome"] for e in first.routing] == ["failed", "sent"]
+        assert "looked up: not sent" in first.routing[0]["reason"]
+        assert second.routing[-1]["outcome"] == "found" and second.provider_message_id
+        posted = [m for m in slack.history(channel) if "[esm:" in m.get("text", "")]
+        assert [m["text"].split(" [esm:")[0] for m in posted] == ["*Tonight*\nCourts close at 22:00"]
+        assert [m["text"] for m in telegram.sent_messages()] == ["Tonight\n\nCourts close at 21:00"]
+        stored = json.dumps([first.routing, second.routing])
+        assert SLACK_TOKEN not in stored and SLACK_TOKEN.split("-")[-1] not in stored
