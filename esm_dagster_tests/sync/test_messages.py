@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.circuit import circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import get_mapping
@@ -132,6 +133,10 @@ def test_a_failing_primary_sends_each_of_100_messages_once_through_the_fallback(
     assert sum(1 for r in rows if r.routing[0]["outcome"] == "unknown") == 3
     assert sum(1 for r in rows if any(e["outcome"] == "not_sent" for e in r.routing)) == 3
     assert dispatch(catalog).claimed == 0  # nothing left to send
+    reads = audit.list_entries(catalog, action="credentials.read", limit=100)
+    # audited once per pass that opened them: Twilio in all three, Telegram in the first and last
+    assert Counter(r.mapping for r in reads) == {"Club SMS": 3, "Club Bot SMS fallback": 2}
+    assert {r.details["purpose"] for r in reads} == {"messages"}
 
 
 def test_a_lost_answer_at_the_primary_is_found_not_resent(

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from esm_dagster.catalog import audit
 from esm_dagster.catalog.circuit import circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.models import (
@@ -332,6 +333,10 @@ class Dispatcher:
     def _client(self, route: _Route) -> Provider | None:
         if route.provider is None and route.broken is None:
             row = route.row
+            with self.Session.begin() as session:  # every opening of credentials is audited
+                live = session.get(ExternalSystemMapping, row.id)
+                if live is not None:
+                    audit.record(session, "credentials.read", live, details={"purpose": "messages"})
             try:
                 self._vault = self._vault or Vault.from_env()
                 credentials = self._vault.decrypt(row.credentials, mapping=repr(row.system_name))
