@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from esm_dagster.catalog import audit
-from esm_dagster.catalog.circuit import circuit_of
+from esm_dagster.catalog.circuit import Circuit, circuit_of
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.models import (
     ExternalSystemMapping,
@@ -58,6 +58,7 @@ log = logging.getLogger("esm_dagster.messages")
 ProviderBuilder = Callable[..., Provider]
 UNRESOLVED = frozenset({"attempting", "unknown"})
 MESSAGE_TASK = "unverifiable_message"  # the task reason (catalog.tasks.REASONS)
+CIRCUIT_REREAD_SECONDS = 5.0
 _TEXT = 300  # an error text kept on the message: enough to act on, not a log dump
 
 
@@ -85,6 +86,8 @@ class _Route:
     provider: Provider | None = None
     credentials: dict[str, Any] | None = None
     broken: str | None = None  # why its client cannot be built, once known
+    circuit: Circuit | None = None
+    circuit_read_at: dt.datetime | None = None
 
 
 def route_key(row: ExternalSystemMapping, message: OutboundMessage) -> str:
@@ -185,9 +188,8 @@ class Dispatcher:
     # ---- one route ------------------------------------------------------------------------------
     def _try(self, message: OutboundMessage, route: _Route, report: DispatchReport) -> str:
         """sent | held (outcome unknown: stop) | retry (refused, may work later) | refused."""
-        row, now = route.row, self.clock()
-        with self.Session() as session:
-            circuit = circuit_of(session, row, now)
+        row = route.row
+        circuit = self._circuit(route)
         if circuit.is_open:
             self._append(message, route, "skipped", write=False, reason=circuit.describe())
             return "retry"
@@ -347,6 +349,27 @@ class Dispatcher:
         return route.provider
 
     # ---- the message row ------------------------------------------------------------------------
+    def _circuit(self, route: _Route) -> Circuit:
+        """The route's circuit, read again once it is `CIRCUIT_REREAD_SECONDS` old (it changes with
+        syncs and probes, not with each message of a pass)."""
+        now = self.clock()
+        stale = route.circuit_read_at is None or (now - route.circuit_read_at).total_seconds() >= (
+            CIRCUIT_REREAD_SECONDS
+        )
+        if route.circuit is None or stale:
+            with self.Session() as session:
+                route.circuit = circuit_of(session, route.row, now)
+            route.circuit_read_at = now
+        if (
+            route.circuit.state == "open"
+            and route.circuit.half_opens_at
+            and now >= route.circuit.half_opens_at
+        ):
+            with self.Session() as session:  # the cool-down ended within the pass
+                route.circuit = circuit_of(session, route.row, now)
+            route.circuit_read_at = now
+        return route.circuit
+
     def _load(self, message_id: uuid.UUID) -> OutboundMessage:
         with self.Session() as session:
             message = session.get(OutboundMessage, message_id)
