@@ -14,8 +14,15 @@ Each message goes out exactly once, through the first route that takes it:
   attempt that the next dispatcher looks up with that route's `find_written` before anything
   else; nothing is sent again, anywhere, while it is unresolved;
 - a lost answer that cannot be looked up now (the lookup failed too) keeps the message queued,
-  unresolved; one that can never be looked up (Telegram `send_unverifiable`, SendGrid
-  `needs_a_person`) puts it in `needs_person`: a person checks the chat or the activity log.
+  unresolved, and it is never `failed` (it may have gone out): after `max_attempts` passes it goes
+  to `needs_person`, as does at once one that can never be looked up (Telegram
+  `send_unverifiable`, SendGrid `needs_a_person`); the route's mapping gets a task, and a person
+  checks the chat or the activity log;
+- a message every route refused for good (validation, auth, no address) is `failed`; one refused
+  for now (429, 5xx, open circuit) waits for the next pass, up to `max_attempts` passes.
+
+A half-open circuit lets messages through: the circuit closes with the mapping's next successful
+sync or probe, not with a send. Each opening of a route's credentials is audited.
 
 Every route considered is one entry of the message's `routing`: mapping, provider, outcome
 (sent / found / failed / skipped / unknown / not_sent / needs_person) and why.
