@@ -395,3 +395,25 @@ def test_a_slack_announcement_falls_back_to_telegram_or_is_found_after_a_lost_an
         assert [m["text"] for m in telegram.sent_messages()] == ["Tonight\n\nCourts close at 21:00"]
         stored = json.dumps([first.routing, second.routing])
         assert SLACK_TOKEN not in stored and SLACK_TOKEN.split("-")[-1] not in stored
+
+
+def test_a_refused_credential_waits_while_a_refused_message_fails(
+    db_url: str, fernet_key: str, twilio: TwilioEmulator
+) -> None:
+    register_mapping(db_url, sms_mapping(twilio.url, token="twilio-revoked-token-00aa11bb22"))
+    with session_factory(db_url).begin() as session:
+        enqueue(session, "sms_provider", "+14155550102", "Lesson at 9", "lesson-2")
+    report = dispatch(db_url)  # 401: the mapping's problem; the message waits for new credentials
+    assert (report.waiting, report.failed) == (1, 0)
+    assert messages(db_url)[0].routing[-1]["error_class"] == "auth"
+
+    with session_factory(db_url).begin() as session:  # the credential is replaced by a good one
+        get_mapping(session, "club sms/messages").is_active = False
+    register_mapping(db_url, {**sms_mapping(twilio.url), "system_name": "Club SMS 2"})
+    with session_factory(db_url).begin() as session:
+        enqueue(session, "sms_provider", "+1555", "Lesson at 10", "lesson-3")  # Twilio 21211
+    report = dispatch(db_url)  # the waiting message goes out; the bad number is refused for good
+    assert (report.sent, report.failed) == (1, 1)
+    failed = next(m for m in messages(db_url) if m.idempotency_key == "lesson-3")
+    assert failed.status == MessageStatus.FAILED.value and failed.routing[-1]["error_class"] == "validation"
+    assert "21211" in (failed.routing[-1].get("code") or "")

@@ -18,8 +18,9 @@ Each message goes out exactly once, through the first route that takes it:
   to `needs_person`, as does at once one that can never be looked up (Telegram
   `send_unverifiable`, SendGrid `needs_a_person`); the route's mapping gets a task, and a person
   checks the chat or the activity log;
-- a message every route refused for good (validation, auth, no address) is `failed`; one refused
-  for now (429, 5xx, open circuit) waits for the next pass, up to `max_attempts` passes.
+- a message every route refused for good (validation, no address) is `failed`; one refused for
+  now (429, 5xx, open circuit, a refused credential, a client that cannot be built) waits for the
+  next pass, up to `max_attempts` passes.
 
 A half-open circuit lets messages through: the circuit closes with the mapping's next successful
 sync or probe, not with a send. Each opening of a route's credentials is audited.
@@ -66,6 +67,7 @@ ProviderBuilder = Callable[..., Provider]
 UNRESOLVED = frozenset({"attempting", "unknown"})
 MESSAGE_TASK = "unverifiable_message"  # the task reason (catalog.tasks.REASONS)
 CIRCUIT_REREAD_SECONDS = 5.0
+ROUTE_CLASSES = frozenset({"auth"})  # failures of the mapping rather than of the message
 _TEXT = 300  # an error text kept on the message: enough to act on, not a log dump
 
 
@@ -207,7 +209,7 @@ class Dispatcher:
         provider = self._client(route)
         if provider is None:
             self._append(message, route, "skipped", write=False, reason=route.broken)
-            return "refused"
+            return "retry"  # the mapping's configuration, which a person may fix
         try:
             record = send_record(row, message, route.credentials or {})
         except NoAddress as exc:
@@ -247,7 +249,8 @@ class Dispatcher:
             code=error.code,
             retryable=error.retryable,
         )
-        return "retry" if error.retryable else "refused"
+        # A refused credential is the route's problem, not the message's: it may be fixed.
+        return "retry" if error.retryable or error.error_class in ROUTE_CLASSES else "refused"
 
     def _unknown(
         self, message: OutboundMessage, route: _Route, lookup: ProviderError, report: DispatchReport
