@@ -23,6 +23,9 @@ REASONS = {
     "stuck_in_error": "The mapping has been in error for more than a day and its health probes "
     "keep failing. Check the provider's status and the last error.",
     "conflicts": "Two-way sync conflicts are waiting for a decision (`esm conflicts list`).",
+    "unverifiable_message": "An outbound message was sent through this mapping but its answer was "
+    "lost, and the provider offers no way to check whether it arrived. Look at the chat or the "
+    "provider's activity log, then resend or drop it (`esm messages list --status needs_person`).",
 }
 DUE_AFTER = dt.timedelta(days=1)
 
