@@ -175,6 +175,7 @@ class HubSpotEmulator(LoopbackEmulator):
             clients=dict(oauth_clients or {}),
             access_lifetime=token_lifetime,
             rotate_refresh_tokens=False,
+            echo_refresh_token=True,
             token_prefix="hsoa",  # noqa: S106 - a label in front of random tokens
             clock=self._clock,
         )
