@@ -18,7 +18,15 @@ What it implements, as PROVIDERS.md describes HubSpot:
   objectWriteTraceId?}]}`: at most 100 inputs, emails matched case-insensitively, duplicates in one
   batch refused; an upsert that changes nothing leaves `lastmodifieddate` alone, so repeating it is
   invisible. `POST .../batch/archive {inputs:[{id}]}` (204).
-- Auth: `Authorization: Bearer <private-app token>`; a missing or unknown token is a 401 with
+- OAuth (`oauth_clients={client_id: client_secret}`): the embedded `OAuthTokenServer` answers
+  `POST /oauth/v1/token` (form `grant_type=refresh_token`, `client_id`, `client_secret`,
+  `refresh_token`) with `{token_type,access_token,refresh_token,expires_in}`. The refresh token does
+  not rotate (the same one comes back); access tokens live `token_lifetime` seconds (1800 is
+  HubSpot's figure as PROVIDERS.md gives it, unconfirmed [U]). `emulator.oauth` issues, expires
+  and revokes tokens and counts refreshes. Its error answers are RFC 6749's `{error,
+  error_description}` (`invalid_grant` for a revoked refresh token); HubSpot's own error body at
+  this endpoint is not documented in PROVIDERS.md, so it is not imitated.
+- Auth: `Authorization: Bearer <private-app token or OAuth access token>`; a missing or unknown token is a 401 with
   HubSpot's error body, the token never echoed. The category names of the 401 bodies
   (`INVALID_AUTHENTICATION`, `EXPIRED_AUTHENTICATION`) are what HubSpot answers in practice; PROVIDERS.md
   does not list them, and the client does not depend on them.
@@ -31,7 +39,7 @@ What it implements, as PROVIDERS.md describes HubSpot:
   changed and created between two pages (`mutate`), and tokens that expire after N requests.
 
 Not implemented: other objects, associations, `query` full-text search, properties history,
-date-versioned paths (`/crm/objects/2026-03/...`), OAuth.
+date-versioned paths (`/crm/objects/2026-03/...`), the OAuth authorization-code step.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
@@ -56,10 +64,13 @@ from esm_dagster.sandbox.hubspot.data import (
     generate,
     iso_ms,
 )
+from esm_dagster.sandbox.oauth import OAuthTokenServer
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
 
 BASE = "/crm/v3/objects/contacts"
+TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a URL path
+OAUTH_LIFETIME = 1800.0  # [U]
 MAX_LIST_LIMIT = 100
 MAX_SEARCH_LIMIT = 200  # [U]
 DEFAULT_LIMIT = 10
@@ -149,15 +160,25 @@ class HubSpotEmulator(LoopbackEmulator):
         clock: Callable[[], float] | None = None,
         search_per_second: float | None = None,
         search_cap: int = SEARCH_CAP,
+        oauth_clients: Mapping[str, str] | None = None,
+        token_lifetime: float = OAUTH_LIFETIME,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host=host, port=port)
         keys = [t.reveal() if isinstance(t, Secret) else str(t) for t in tokens]
-        if not keys or not all(keys):
-            raise ValueError("the emulator needs at least one non-empty token")
+        if not all(keys) or not (keys or oauth_clients):
+            raise ValueError("the emulator needs a non-empty private-app token or an OAuth client")
         self._tokens = tuple(keys)
         self._clock = clock or time.time
+        self.oauth = OAuthTokenServer(
+            clients=dict(oauth_clients or {}),
+            access_lifetime=token_lifetime,
+            rotate_refresh_tokens=False,
+            echo_refresh_token=True,
+            token_prefix="hsoa",  # noqa: S106 - a label in front of random tokens
+            clock=self._clock,
+        )
         self._lock = threading.RLock()
         self._contacts: dict[int, Contact] = {
             c.id: c
@@ -214,6 +235,8 @@ class HubSpotEmulator(LoopbackEmulator):
         return redact_text(re.sub(r"(?i)(hapikey=)[^&]*", r"\1***", query), self._tokens)
 
     def handle(self, request: Request) -> Response:
+        if request.path.rstrip("/") == TOKEN_PATH:
+            return self.oauth.handle_token(request)
         try:
             token = self._authenticate(request)
             self._check_search_rate(request, token)
@@ -302,7 +325,7 @@ class HubSpotEmulator(LoopbackEmulator):
         matched = False
         for accepted in self._tokens:  # every token compared: no early exit
             matched |= hmac.compare_digest(encoded, accepted.encode("utf-8"))
-        if not matched:
+        if not matched and self.oauth.authenticate(token) is None:
             raise HubSpotError(401, _NO_AUTH, "INVALID_AUTHENTICATION")
         if self.faults.credential_expired(token):
             raise HubSpotError(
