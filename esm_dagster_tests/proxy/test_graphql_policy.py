@@ -24,9 +24,11 @@ def tags_of(variables: dict, *path: str) -> dict[str, str]:
 def test_viewers_run_queries_and_subscriptions_but_no_launch() -> None:
     query = {"query": "query { assetNodes { assetKey { path } } }"}
     assert authorize(query, email="v@x.example", role="viewer").operation.kind == "query"
-    subscription = {"query": "subscription { pipelineRunLogs(runId: \"r\") { __typename } }"}
+    subscription = {"query": 'subscription { pipelineRunLogs(runId: "r") { __typename } }'}
     assert authorize(subscription, email="v@x.example", role="viewer").operation.kind == "subscription"
-    with pytest.raises(GraphQLRefused, match=r"v@x.example \(viewer\) may not send the GraphQL mutation launchRun") as caught:
+    with pytest.raises(
+        GraphQLRefused, match=r"v@x.example \(viewer\) may not send the GraphQL mutation launchRun"
+    ) as caught:
         authorize({"query": LAUNCH, "variables": {"params": {}}}, email="v@x.example", role="viewer")
     assert caught.value.status == 403 and caught.value.mutation == "launchRun"
 
@@ -35,11 +37,11 @@ def test_viewers_run_queries_and_subscriptions_but_no_launch() -> None:
     "document",
     [
         # an alias does not hide the field
-        "mutation { harmless: terminateRun(runId: \"r\") { __typename } }",
+        'mutation { harmless: terminateRun(runId: "r") { __typename } }',
         # nor a fragment spread, nor an inline fragment, nor a second allowed field before it
-        "mutation { ...M } fragment M on Mutation { terminateRun(runId: \"r\") { __typename } }",
+        'mutation { ...M } fragment M on Mutation { terminateRun(runId: "r") { __typename } }',
         "mutation { ... on Mutation { wipeAssets(assetPartitionRanges: []) { __typename } } }",
-        "mutation { setNuxSeen terminateRun(runId: \"r\") { __typename } }",
+        'mutation { setNuxSeen terminateRun(runId: "r") { __typename } }',
         # a field this policy has never heard of
         "mutation { launchSomethingNew { __typename } }",
     ],
@@ -51,7 +53,7 @@ def test_viewers_cannot_hide_a_mutation(document: str) -> None:
 
 
 def test_the_operation_that_runs_is_the_one_checked() -> None:
-    document = "query Q { version } mutation M { terminateRun(runId: \"r\") { __typename } }"
+    document = 'query Q { version } mutation M { terminateRun(runId: "r") { __typename } }'
     assert authorize({"query": document, "operationName": "Q"}, email="v@x.example", role="viewer")
     with pytest.raises(GraphQLRefused, match="terminateRun"):
         authorize({"query": document, "operationName": "M"}, email="v@x.example", role="viewer")
@@ -140,4 +142,6 @@ def test_a_launch_written_inline_is_refused_because_it_cannot_be_stamped() -> No
 
 def test_websocket_channel_takes_no_mutation_even_from_an_admin() -> None:
     with pytest.raises(GraphQLRefused, match="not accepted on this channel"):
-        authorize({"query": "mutation { setNuxSeen }"}, email="a@x.example", role="admin", allow_mutations=False)
+        authorize(
+            {"query": "mutation { setNuxSeen }"}, email="a@x.example", role="admin", allow_mutations=False
+        )
