@@ -153,6 +153,10 @@ def _unauthorized(realm: str) -> Response:
     )
 
 
+def _bad_request(message: str) -> Response:
+    return JSONResponse({"errors": [{"message": message}]}, status_code=400)
+
+
 def _forward_headers(headers: Mapping[str, str], identity: _Identity, client: str | None) -> dict[str, str]:
     out = {k: v for k, v in headers.items() if k.lower() not in DROPPED_FROM_CLIENT}
     out[USER_HEADER] = identity.email
@@ -192,13 +196,18 @@ def build_app(config: ProxyConfig) -> Starlette:
         return JSONResponse({"errors": [{"message": str(refusal)}]}, status_code=refusal.status)
 
     async def checked_graphql_body(request: Request, identity: _Identity) -> bytes | Response:
+        """The body to forward for a /graphql request, or the refusal."""
         if request.method == "GET":
-            params = dict(request.query_params)
+            names = ("query", "variables", "operationName")
+            repeated = [k for k in names if len(request.query_params.getlist(k)) > 1]
+            if repeated:
+                return _bad_request(f"repeated parameter {repeated[0]}")
+            params: dict[str, Any] = dict(request.query_params)
             if "variables" in params:
                 try:
                     params["variables"] = json.loads(params["variables"])
                 except ValueError:
-                    return JSONResponse({"errors": [{"message": "`variables` is not JSON"}]}, status_code=400)
+                    return _bad_request("`variables` is not JSON")
             if "query" in params:
                 # Dagster answers GET queries; a mutation is refused here whatever the role.
                 try:
@@ -209,29 +218,25 @@ def build_app(config: ProxyConfig) -> Starlette:
         body = await request.body()
         if len(body) > MAX_GRAPHQL_BODY:
             return JSONResponse({"errors": [{"message": "GraphQL request too large"}]}, status_code=413)
-        if "json" not in request.headers.get("content-type", ""):
+        # Dagster reads the query string, not the body, of a POST that is not application/json:
+        # only JSON bodies are checked, and they are forwarded as application/json.
+        if "application/json" not in request.headers.get("content-type", ""):
             return JSONResponse(
                 {"errors": [{"message": "POST /graphql must be application/json"}]}, status_code=415
             )
         try:
             payload = json.loads(body)
         except ValueError:
-            return JSONResponse({"errors": [{"message": "the body is not JSON"}]}, status_code=400)
-        batch = payload if isinstance(payload, list) else [payload]
-        forwarded = []
-        for item in batch:
-            if not isinstance(item, dict):
-                return JSONResponse(
-                    {"errors": [{"message": "each request must be an object"}]}, status_code=400
-                )
-            try:
-                decision = authorize(item, email=identity.email, role=identity.role)
-            except GraphQLRefused as refusal:
-                return await refuse(identity, refusal)
-            if decision.stamped:
-                log.info("%s (%s) sends %s", identity.email, identity.role, ", ".join(decision.stamped))
-            forwarded.append({**item, "variables": decision.variables})
-        return json.dumps(forwarded if isinstance(payload, list) else forwarded[0]).encode()
+            return _bad_request("the body is not JSON")
+        if not isinstance(payload, dict):  # Dagster takes no batches
+            return _bad_request("the body must be one JSON object")
+        try:
+            decision = authorize(payload, email=identity.email, role=identity.role)
+        except GraphQLRefused as refusal:
+            return await refuse(identity, refusal)
+        if decision.stamped:
+            log.info("%s (%s) sends %s", identity.email, identity.role, ", ".join(decision.stamped))
+        return json.dumps({**payload, "variables": decision.variables}).encode()
 
     async def http_endpoint(request: Request) -> Response:
         identity = await who(request)
@@ -239,7 +244,8 @@ def build_app(config: ProxyConfig) -> Starlette:
             return identity
         path = request.url.path
         content: bytes | None = None
-        if path.rstrip("/").endswith("/graphql"):
+        is_graphql = path.rstrip("/").endswith("/graphql")
+        if is_graphql:
             checked = await checked_graphql_body(request, identity)
             if isinstance(checked, Response):
                 return checked
@@ -253,6 +259,9 @@ def build_app(config: ProxyConfig) -> Starlette:
                 return await refuse(identity, refusal)
             content = await request.body()
         headers = _forward_headers(request.headers, identity, request.client.host if request.client else None)
+        if is_graphql and content is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            headers["content-type"] = "application/json"
         target = httpx.URL(path=path, query=request.url.query.encode())
         outgoing = client.build_request(request.method, target, headers=headers, content=content)
         try:

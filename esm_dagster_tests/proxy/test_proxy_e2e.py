@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ class Stack:
     proxy: BackgroundProxy
     url: str
     repo: dict[str, str]
+    home: Path
 
     def client(self, email: str | None = None, password: str | None = None) -> httpx.Client:
         auth = (email, password or PASSWORDS[email]) if email else None
@@ -121,11 +123,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ).start()
             assert dev.repository_name is not None
             repo = {"repositoryName": dev.repository_name, "repositoryLocationName": LOCATION}
-            yield Stack(dev, proxy, url, repo)
+            yield Stack(dev, proxy, url, repo, tmp)
         finally:
             if proxy is not None:
                 proxy.stop()
-            dev.stop()
+            dev.stop(grace=5)  # SIGKILL for the group after that: nothing of it is kept
             emulator.stop()
 
 
@@ -172,7 +174,8 @@ def test_the_webserver_listens_on_loopback_only(stack: Stack) -> None:
     assert listening_addresses(stack.proxy.port) == ["127.0.0.1"]
 
 
-def test_no_or_wrong_credentials_get_401(stack: Stack) -> None:
+def test_no_or_wrong_credentials_get_401(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     with stack.client() as anonymous:
         for method, path in (("GET", "/"), ("POST", "/graphql"), ("GET", "/server_info")):
             answer = anonymous.request(method, path, json={"query": ASSETS} if method == "POST" else None)
@@ -189,6 +192,7 @@ def test_no_or_wrong_credentials_get_401(stack: Stack) -> None:
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(stack.proxy.url.replace("http", "ws") + "/graphql", subprotocols=["graphql-ws"])  # type: ignore[list-item]
     assert refused.value.response.status_code == 401
+    assert not [pw for pw in [*PASSWORDS.values(), wrong] if pw in caplog.text]
 
 
 def test_a_viewer_reads_but_cannot_launch(stack: Stack) -> None:
@@ -204,6 +208,17 @@ def test_a_viewer_reads_but_cannot_launch(stack: Stack) -> None:
         )
         assert launch.status_code == 403, launch.text
         assert "may not send the GraphQL mutation launchRun" in launch.json()["errors"][0]["message"]
+        # Dagster runs the query string of a non-JSON POST, and GET queries: neither carries a launch
+        mutation = "mutation { terminateRuns(runIds: []) { __typename } }"
+        smuggled = client.post(
+            "/graphql",
+            params={"query": mutation},
+            content=json.dumps({"query": ASSETS}),
+            headers={"content-type": "text/json"},
+        )
+        assert smuggled.status_code == 415, smuggled.text
+        assert client.get("/graphql", params={"query": mutation}).status_code == 403
+        assert client.post("/graphql", json=[{"query": mutation}]).status_code == 400
         # the REST endpoints that write events are refused too
         report = client.post("/report_asset_materialization/esm/stripe/customers", json={})
         assert report.status_code == 403
@@ -255,3 +270,16 @@ def test_the_websocket_streams_run_logs_and_takes_no_mutation(stack: Stack, engi
             while True:
                 ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+def test_no_password_lands_in_the_catalog_or_dagsters_storage(stack: Stack, engineer_run: str) -> None:
+    """After every test above (refusals, launches, logs): scan every file they wrote."""
+    needles = [pw.encode() for pw in PASSWORDS.values()]
+    needles += [base64.b64encode(f"{e}:{pw}".encode()) for e, pw in PASSWORDS.items()]
+    scanned = 0
+    for path in stack.home.rglob("*"):
+        if path.is_file() and path.name != "ui-passwords":
+            data = path.read_bytes()
+            scanned += 1
+            assert not [n for n in needles if n in data], f"a password is in {path}"
+    assert scanned > 3
