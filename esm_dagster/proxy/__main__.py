@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from esm_dagster.security.secret import Secret
+
+
+def is_loopback_http(url: str) -> bool:
+    """The webserver is reached in clear, so only over loopback, named by address (a hostname could
+    resolve elsewhere)."""
+    parts = urlsplit(url)
+    try:
+        return parts.scheme == "http" and ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     url = args.database_url or database_url()
     upstream = args.upstream.rstrip("/")
-    if not upstream.startswith(("http://127.", "http://localhost", "http://[::1]")):
-        parser.error(f"--upstream {upstream!r}: the Dagster webserver must be on loopback")
+    if not is_loopback_http(upstream):
+        parser.error(
+            f"--upstream {upstream!r}: the Dagster webserver must be on loopback (http://127.0.0.1:PORT)"
+        )
     serve(
         ProxyConfig(upstream=upstream, password_file=args.password_file, database_url=url),
         host=args.host,
