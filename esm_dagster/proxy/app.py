@@ -90,7 +90,7 @@ class Authenticator:
     _verified: dict[str, tuple[str, float]] = field(default_factory=dict)
     _roles: dict[str, tuple[str | None, float]] = field(default_factory=dict)
 
-    def _password_table(self) -> dict[str, PasswordHash]:
+    def password_table(self) -> dict[str, PasswordHash]:
         mtime = self.config.password_file.stat().st_mtime
         if mtime != self._passwords_mtime:  # edits take effect without a restart
             self._passwords = load_password_file(self.config.password_file)
@@ -101,7 +101,7 @@ class Authenticator:
     def _verify(self, header: str) -> str | None:
         now = time.monotonic()
         key = hashlib.sha256(header.encode("utf-8", "replace")).hexdigest()
-        table = self._password_table()
+        table = self.password_table()
         cached = self._verified.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
@@ -168,6 +168,7 @@ def _forward_headers(headers: Mapping[str, str], identity: _Identity, client: st
 
 def build_app(config: ProxyConfig) -> Starlette:
     auth = Authenticator(config)
+    auth.password_table()  # a missing or broken password file stops the start, naming the line
     upstream = config.upstream.rstrip("/")
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(60.0, connect=5.0))
 
