@@ -177,7 +177,11 @@ def build_app(config: ProxyConfig) -> Starlette:
         if found is None:
             return _unauthorized(config.realm)
         if isinstance(found, str):
-            return PlainTextResponse(f"{found} is not an active operator of this catalog", status_code=403)
+            return PlainTextResponse(
+                f"{found} is not an active operator of this catalog (an admin adds them with "
+                "`esm operators add EMAIL --role viewer|engineer|admin`)",
+                status_code=403,
+            )
         return found
 
     async def refuse(identity: _Identity, refusal: GraphQLRefused) -> Response:
