@@ -13,6 +13,7 @@ The sender logs and records event ids, attempt numbers and HTTP statuses only: n
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import threading
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from esm_dagster.sandbox._http import LoopbackEmulator
 from esm_dagster.sandbox.webhook_signers import deliver
 from esm_dagster.security.endpoints import is_loopback
 
@@ -30,6 +32,8 @@ log = logging.getLogger("esm_dagster.sandbox.webhooks")
 
 # The signer of one attempt: (body, attempt number from 1) -> the headers to send.
 Signer = Callable[[bytes, int], Mapping[str, str]]
+# Whether an answer counts as delivered beyond its 2xx (Slack's url_verification wants the challenge).
+Acceptance = Callable[[httpx.Response], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +59,7 @@ class DeliveryAttempt:
     event_id: str
     attempt: int
     status: int | None  # None: no HTTP answer (refused, reset, timed out)
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+    ok: bool  # a 2xx the delivery's acceptance check took
 
 
 @dataclass(slots=True)
@@ -66,6 +67,8 @@ class _Pending:
     event_id: str
     body: bytes
     sign: Signer
+    accept: Acceptance | None
+    delivered: Callable[[], None] | None
     attempt: int = 1
 
 
@@ -90,12 +93,21 @@ class WebhookSender:
         self._thread.start()
 
     # ---- the emulator's side --------------------------------------------------------------------
-    def send(self, event_id: str, body: bytes, sign: Signer) -> None:
-        """Queue a delivery and return at once; dropped while the sender is disabled."""
+    def send(
+        self,
+        event_id: str,
+        body: bytes,
+        sign: Signer,
+        *,
+        accept: Acceptance | None = None,
+        delivered: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue a delivery and return at once; dropped while the sender is disabled. `delivered`
+        runs on the sender's thread once an attempt is accepted (Telegram then drops the update)."""
         with self._cond:
             if not self._enabled or self._closed:
                 return
-            self._push(time.monotonic(), _Pending(event_id, body, sign))
+            self._push(time.monotonic(), _Pending(event_id, body, sign, accept, delivered))
 
     @property
     def enabled(self) -> bool:
@@ -154,23 +166,64 @@ class WebhookSender:
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
-            status = self._attempt(item)
+            status, ok = self._attempt(item)
+            if ok and item.delivered is not None:
+                item.delivered()
             with self._cond:
                 self._busy -= 1
-                result = DeliveryAttempt(item.event_id, item.attempt, status)
-                self._attempts.append(result)
-                if not result.ok and item.attempt < self.retry.attempts and self._enabled:
+                self._attempts.append(DeliveryAttempt(item.event_id, item.attempt, status, ok))
+                if not ok and item.attempt < self.retry.attempts and self._enabled:
                     due = time.monotonic() + self.retry.wait(item.attempt)
-                    self._push(due, _Pending(item.event_id, item.body, item.sign, item.attempt + 1))
+                    self._push(due, dataclasses.replace(item, attempt=item.attempt + 1))
                 self._cond.notify_all()
             log.info(f"webhook {item.event_id} attempt {item.attempt}: {status or 'no answer'}")
 
-    def _attempt(self, item: _Pending) -> int | None:
+    def _attempt(self, item: _Pending) -> tuple[int | None, bool]:
         try:
             headers = dict(item.sign(item.body, item.attempt))
-            return deliver(self.url, headers, item.body, timeout=self.timeout).status_code
+            response = deliver(self.url, headers, item.body, timeout=self.timeout)
         except httpx.HTTPError:
-            return None
+            return None, False
         except Exception as exc:  # a signer bug must not kill the thread; never print its text
             log.error(f"webhook {item.event_id} attempt {item.attempt} not sent: {type(exc).__name__}")
-            return None
+            return None, False
+        ok = response.is_success and (item.accept is None or item.accept(response))
+        return response.status_code, ok
+
+
+class PushingEmulator(LoopbackEmulator):
+    """A loopback emulator that also pushes webhooks: one sender at a time, closed with the emulator.
+    `webhooks` is None while deliveries are off."""
+
+    webhooks: WebhookSender | None = None
+
+    def _open_sender(self, url: str, retry: RetryPolicy) -> WebhookSender:
+        self.stop_webhooks()
+        self.webhooks = WebhookSender(url, retry=retry)
+        return self.webhooks
+
+    def stop_webhooks(self) -> None:
+        """Deliveries off (queued ones dropped) until the next `send_*` configuration."""
+        sender, self.webhooks = self.webhooks, None
+        if sender is not None:
+            sender.close()
+
+    def _push(
+        self,
+        event_id: str,
+        body: bytes,
+        sign: Signer,
+        *,
+        accept: Acceptance | None = None,
+        delivered: Callable[[], None] | None = None,
+    ) -> bool:
+        """Queue a delivery if webhooks are on; whether one was queued."""
+        sender = self.webhooks
+        if sender is None or not sender.enabled:
+            return False
+        sender.send(event_id, body, sign, accept=accept, delivered=delivered)
+        return True
+
+    def stop(self) -> None:
+        self.stop_webhooks()
+        super().stop()

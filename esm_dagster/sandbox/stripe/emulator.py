@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.jsonshape import RawJSON, encode
 from esm_dagster.sandbox.stripe import data as stripe_data
 from esm_dagster.sandbox.stripe.data import (
@@ -62,12 +62,14 @@ from esm_dagster.sandbox.stripe.data import (
     EventRow,
 )
 from esm_dagster.sandbox.stripe.forms import FormError, decode
-from esm_dagster.sandbox.webhook_sender import RetryPolicy, WebhookSender
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
 from esm_dagster.sandbox.webhook_signers import stripe_signature_header
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
 
 MAX_LIMIT = 100
+# Stripe retries for days; the emulator keeps the shape (a few tries, backing off) in seconds.
+STRIPE_RETRY = RetryPolicy(attempts=3, first_wait=0.5, max_wait=5.0)
 DEFAULT_LIMIT = 10
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z_]+)?$")
 _KEY_PREFIX_RE = re.compile(r"^((?:sk|rk|pk)_(?:test|live)_)")
@@ -313,7 +315,7 @@ class _StoredResponse:
     request_id: str
 
 
-class StripeEmulator(LoopbackEmulator):
+class StripeEmulator(PushingEmulator):
     """`StripeEmulator(api_keys=["sk_test_..."], customers=200, charges=1000, seed=7)`, then `.start()`.
 
     `start`/`end` bound the seeded `created` values (unix seconds, default 2026-09-01..2026-12-01 UTC);
@@ -367,7 +369,6 @@ class StripeEmulator(LoopbackEmulator):
         self._sequence = 0
         self._idempotency: dict[tuple[str, str], _StoredResponse] = {}
         self.mutations: list[Mutation] = []  # what the `mutate` faults changed, in order
-        self.webhooks: WebhookSender | None = None
         self._webhook_secret: Secret | None = None
 
     # ---- builders -----------------------------------------------------------------------------
@@ -492,15 +493,8 @@ class StripeEmulator(LoopbackEmulator):
         `whsec_` secret. Stripe retries an endpoint that does not answer 2xx with exponential
         backoff for up to three days in live mode, and a few times over hours in test mode (Stripe's
         webhook docs; not in PROVIDERS.md): the emulator makes `retry.attempts` tries, seconds apart."""
-        self.stop_webhooks()
         self._webhook_secret = secret if isinstance(secret, Secret) else Secret(secret)
-        self.webhooks = WebhookSender(url, retry=retry)
-        return self.webhooks
-
-    def stop_webhooks(self) -> None:
-        sender, self.webhooks = self.webhooks, None
-        if sender is not None:
-            sender.close()
+        return self._open_sender(url, retry or STRIPE_RETRY)
 
     def _sign_webhook(self, body: bytes, attempt: int) -> dict[str, str]:
         assert self._webhook_secret is not None
@@ -509,10 +503,6 @@ class StripeEmulator(LoopbackEmulator):
             "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
             "Stripe-Signature": stripe_signature_header(body, self._webhook_secret, int(time.time())),
         }
-
-    def stop(self) -> None:
-        self.stop_webhooks()
-        super().stop()
 
     def _python_context(self) -> _Context:
         return _Context(request_id=self._request_id(), api_version=self.api_version)
@@ -1020,7 +1010,7 @@ class StripeEmulator(LoopbackEmulator):
         self.events.insert(row)
         if self.webhooks is not None:  # queued only: the request that made the event never waits
             body = stripe_data.event_json(row, self.api_version).encode("utf-8")
-            self.webhooks.send(event_id, body, self._sign_webhook)
+            self._push(event_id, body, self._sign_webhook)
 
     def _customer_fields(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validated changes; `None` unsets (Stripe's empty string), metadata merges per key."""
