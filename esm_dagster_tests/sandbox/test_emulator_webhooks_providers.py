@@ -6,6 +6,8 @@ proved for Stripe in `test_emulator_webhooks_stripe.py`."""
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from esm_dagster.catalog.db import session_factory
-from esm_dagster.catalog.models import WebhookInboxEvent
+from esm_dagster.catalog.models import ExternalSystemMapping, WebhookInboxEvent
 from esm_dagster.sandbox.hubspot import HubSpotEmulator
 from esm_dagster.sandbox.paypal import PayPalEmulator
 from esm_dagster.sandbox.sendgrid import SendGridEmulator
@@ -23,6 +25,7 @@ from esm_dagster.sandbox.telegram import TelegramEmulator
 from esm_dagster.sandbox.twilio import TwilioEmulator
 from esm_dagster.sandbox.webhook_sender import RetryPolicy, WebhookSender
 from esm_dagster.sandbox.webhook_signers import paypal_signing_identity, sendgrid_keypair
+from esm_dagster.security.vault import Vault
 from esm_dagster.webhooks.serve import BackgroundServer
 from esm_dagster_tests.webhooks.deliveries import add_mapping
 
@@ -115,6 +118,33 @@ def test_slack_events_api(db_url: str, server: BackgroundServer, forged: bool) -
     assert row.event_id.startswith("Ev") and row.event_type == "message"
     assert row.payload["type"] == "event_callback"
     assert row.payload["event"]["ts"] == posted["ts"] and row.payload["event"]["channel"] == channel
+
+
+def test_slack_retries_a_non_2xx_answer_with_a_new_signature(
+    db_url: str, server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The mapping's signing secret is not set yet: the receiver answers 503, the emulator retries,
+    and once the secret is set the retried (re-signed) event is accepted."""
+    caplog.set_level(logging.INFO)
+    mapping = add_mapping(db_url, "slack", {})
+    with SlackEmulator(tokens=[SLACK_TOKEN], users=4, channels=2, messages_per_channel=1) as emulator:
+        retry = RetryPolicy(attempts=3, first_wait=1.0, max_wait=1.0)
+        sender = emulator.send_events(endpoint(server, mapping), SIGNING_SECRET, retry=retry)
+        emulator.add_message(emulator.channels()[0]["id"], emulator.users()[0]["id"], "Anyone for doubles?")
+        deadline = time.monotonic() + 5
+        while len(sender.attempts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with session_factory(db_url).begin() as session:
+            row = session.get(ExternalSystemMapping, uuid.UUID(mapping))
+            assert row is not None
+            row.credentials = Vault.from_env().encrypt({"signing_secret": SIGNING_SECRET})
+        assert sorted(statuses(sender)) == [(1, 503), (1, 503), (2, 200), (2, 200)]
+    (row,) = inbox(db_url, mapping)
+    assert (
+        row.payload["event"]["text"] == "Anyone for doubles?"
+        and row.payload["event"]["channel_type"] == "channel"
+    )
+    assert SIGNING_SECRET not in caplog.text
 
 
 # ---- HubSpot --------------------------------------------------------------------------------------
