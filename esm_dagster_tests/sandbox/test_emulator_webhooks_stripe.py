@@ -19,12 +19,14 @@ import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import get_mapping
+from esm_dagster.catalog.models import WebhookInboxEvent
 from esm_dagster.demo.run import DEMO_STRIPE_KEY
 from esm_dagster.orchestration.sensors import WEBHOOK_BATCH_TAG
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.sandbox.stripe import StripeEmulator
 from esm_dagster.sandbox.webhook_sender import RetryPolicy
 from esm_dagster.security.vault import Vault
+from esm_dagster.webhooks.inbox import scrub
 from esm_dagster.webhooks.serve import BackgroundServer
 from esm_dagster_tests.stripe_fixtures import demo_catalog, stripe_emulator
 from esm_dagster_tests.webhooks.test_inbox_sensor import launch, pending, ticker
@@ -156,3 +158,33 @@ def test_a_delivery_signed_with_the_wrong_secret_is_refused_and_nothing_is_store
     logged = caplog.text
     assert "refused (401)" in logged and "attempt 3: 401" in logged
     assert WRONG not in logged and SECRET not in logged and WRONG not in repr(emulator.__dict__)
+
+
+def test_charge_and_update_events_are_pushed_as_the_events_feed_has_them(
+    stripe: tuple[str, StripeEmulator],
+) -> None:
+    url, emulator = stripe
+    with session_factory(url)() as session:
+        mapping_id = str(get_mapping(session, "stripe/customers").id)
+    customer = emulator.object_ids("customers")[0]
+    with BackgroundServer(url) as server:
+        sender = emulator.send_webhooks(f"{server.url}/webhooks/{mapping_id}", SECRET, retry=FAST)
+        emulator.update_customer(customer, name="Renamed By Test")
+        charge = emulator.add_charge(amount=90000, currency="thb", customer=customer)
+        emulator.refund_charge(charge["id"])
+        assert sender.drain(10)
+    pushed = [a.event_id for a in sender.attempts]
+    assert [a.status for a in sender.attempts] == [200, 200, 200]
+    assert pushed == emulator.object_ids("events")[:3][::-1]  # the three newest, oldest first
+    with session_factory(url)() as session:
+        rows = {r.event_id: r for r in session.scalars(sa.select(WebhookInboxEvent))}
+    feed = [emulator.get_object("events", event_id) for event_id in pushed]
+    assert [e["type"] for e in feed if e] == ["customer.updated", "charge.succeeded", "charge.refunded"]
+    for event in feed:
+        # The feed's Event, as the inbox keeps any payload (secret-looking card fields masked).
+        assert event is not None and rows[event["id"]].payload == scrub(event, [])
+    refunded = feed[2]
+    assert refunded is not None and refunded["data"]["previous_attributes"] == {
+        "amount_refunded": 0,
+        "refunded": False,
+    }
