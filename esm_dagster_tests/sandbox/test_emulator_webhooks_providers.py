@@ -128,7 +128,7 @@ def test_slack_retries_a_non_2xx_answer_with_a_new_signature(
     caplog.set_level(logging.INFO)
     mapping = add_mapping(db_url, "slack", {})
     with SlackEmulator(tokens=[SLACK_TOKEN], users=4, channels=2, messages_per_channel=1) as emulator:
-        retry = RetryPolicy(attempts=3, first_wait=1.0, max_wait=1.0)
+        retry = RetryPolicy(attempts=3, first_wait=0.5, max_wait=0.5)
         sender = emulator.send_events(endpoint(server, mapping), SIGNING_SECRET, retry=retry)
         emulator.add_message(emulator.channels()[0]["id"], emulator.users()[0]["id"], "Anyone for doubles?")
         deadline = time.monotonic() + 5

@@ -21,8 +21,8 @@ What it implements, as the Bot API does (PROVIDERS.md §6; Telegram publishes no
   PROVIDERS.md): the emulator makes 3 tries, seconds apart, and an update it gave up on stays
   pending (`getWebhookInfo`, or `getUpdates` after `deleteWebhook`). Only a loopback URL gets
   deliveries: another one is set but never called (updates stay pending), since the emulator never
-  leaves the host. The secret token must be 1-256 characters of `A-Z a-z 0-9 _ -` (PROVIDERS.md §6); the request
-  log masks it.
+  leaves the host. The secret token must be 1-256 characters of `A-Z a-z 0-9 _ -` (PROVIDERS.md
+  §6); the request log masks it.
 - Answers are `{ok:true,result}` or `{ok:false,error_code,description[,parameters]}`; `faults`: 429
   with `parameters.retry_after` (and the "retry after N" description), 5xx, delays, disconnects,
   lost responses after a send committed.
