@@ -38,12 +38,17 @@ What it implements, as PROVIDERS.md describes HubSpot:
   write, pages continuing an `after` that repeat the end of the page before (`duplicate`), contacts
   changed and created between two pages (`mutate`), and tokens that expire after N requests.
 
+- Webhooks (`send_webhooks(url, client_secret)`): `contact.creation` and `contact.propertyChange`
+  events for the changes of each API call (or Python call), one v3-signed batch per call, sent
+  from a background thread and retried on a non-2xx (`esm_dagster.sandbox.hubspot.webhooks`).
+
 Not implemented: other objects, associations, `query` full-text search, properties history,
 date-versioned paths (`/crm/objects/2026-03/...`), the OAuth authorization-code step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import re
@@ -55,7 +60,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.hubspot.data import (
     DEFAULT_END_MS,
     DEFAULT_START_MS,
@@ -64,7 +69,9 @@ from esm_dagster.sandbox.hubspot.data import (
     generate,
     iso_ms,
 )
+from esm_dagster.sandbox.hubspot.webhooks import HUBSPOT_RETRY, HubSpotWebhookConfig
 from esm_dagster.sandbox.oauth import OAuthTokenServer
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
 
@@ -141,7 +148,7 @@ def _stamp(contact: Contact, name: str) -> int:
     return contact.updated_ms if name == "lastmodifieddate" else contact.created_ms
 
 
-class HubSpotEmulator(LoopbackEmulator):
+class HubSpotEmulator(PushingEmulator):
     """`HubSpotEmulator(tokens=["pat-na1-..."], contacts=120, seed=7).start()`.
 
     `clock` gives the emulator's time in seconds (default: the wall clock); writes stamp
@@ -190,6 +197,40 @@ class HubSpotEmulator(LoopbackEmulator):
         self.search_cap = search_cap  # lowered by tests: the real one needs 10,000 matches to meet
         self._search_times: dict[str, list[float]] = {}
         self.mutations: list[Mutation] = []
+        self._hooks: HubSpotWebhookConfig | None = None
+        self._outgoing: list[dict[str, Any]] = []  # events of the call in progress
+        self._event_id = 100
+
+    # ---- webhooks -------------------------------------------------------------------------------
+    def send_webhooks(
+        self,
+        url: str,
+        client_secret: str | Secret,
+        *,
+        properties: Iterable[str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> WebhookSender:
+        """The app's webhook subscriptions: contact creations and changes of `properties`, posted
+        to `url` (loopback) and signed with the app's client secret."""
+        secret = client_secret if isinstance(client_secret, Secret) else Secret(client_secret)
+        config = HubSpotWebhookConfig(url, secret)
+        if properties is not None:
+            config = dataclasses.replace(config, properties=tuple(properties))
+        with self._lock:
+            self._hooks = config
+            return self._open_sender(url, retry or HUBSPOT_RETRY)
+
+    def _note(self, kind: str, contact: Contact, **extra: Any) -> None:
+        if self._hooks is None or self.webhooks is None:
+            return
+        self._event_id += 1
+        self._outgoing.append(self._hooks.event(self._event_id, kind, contact.id, self.now_ms(), **extra))
+
+    def _flush(self) -> None:
+        events, self._outgoing = self._outgoing, []
+        if self._hooks is not None and events:
+            for name, body in self._hooks.batches(events):
+                self._push(name, body, self._hooks.sign)
 
     # ---- Python API for tests and the demo ------------------------------------------------------
     def now_ms(self) -> int:
@@ -218,12 +259,14 @@ class HubSpotEmulator(LoopbackEmulator):
         """A new contact; `modified_ms` backdates it (createdate and lastmodifieddate)."""
         with self._lock:
             contact = self._create(dict(properties), self.now_ms() if modified_ms is None else modified_ms)
+            self._flush()
             return self._render(contact, list(KNOWN_PROPERTIES))
 
     def update_contact(self, contact_id: str | int, **properties: str | None) -> dict[str, Any]:
         with self._lock:
             contact = self._contacts[int(contact_id)]
             self._update(contact, dict(properties))
+            self._flush()
             return self._render(contact, list(KNOWN_PROPERTIES))
 
     def archive_contact(self, contact_id: str | int) -> None:
@@ -240,7 +283,11 @@ class HubSpotEmulator(LoopbackEmulator):
         try:
             token = self._authenticate(request)
             self._check_search_rate(request, token)
-            status, payload = self._route(request)
+            try:
+                status, payload = self._route(request)
+            finally:
+                with self._lock:
+                    self._flush()  # the changes the call made, one batch, even if it then failed
         except _RateLimited:
             return self._rate_limited(None)
         except HubSpotError as error:
@@ -737,6 +784,10 @@ class HubSpotEmulator(LoopbackEmulator):
         )
         contact = Contact(contact_id, props, modified_ms, modified_ms)
         self._contacts[contact_id] = contact
+        self._note("contact.creation", contact)
+        for name in self._hooks.properties if self._hooks is not None else ():
+            if props.get(name) is not None:
+                self._note("contact.propertyChange", contact, propertyName=name, propertyValue=props[name])
         return contact
 
     def _update(self, contact: Contact, properties: dict[str, str | None]) -> None:
@@ -752,6 +803,9 @@ class HubSpotEmulator(LoopbackEmulator):
         contact.properties["lastmodifieddate"] = iso_ms(now)
         contact.updated_ms = now
         contact.history.append(",".join(sorted(changes)))
+        for name in self._hooks.properties if self._hooks is not None else ():
+            if name in changes:
+                self._note("contact.propertyChange", contact, propertyName=name, propertyValue=changes[name])
 
     def _archive(self, contact_id: int) -> None:
         contact = self._contacts.get(contact_id)
