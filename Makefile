@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 # database schema, ESM_HOME and emulator ports. PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 4
 UI_PORT ?= 3000
+# `make prod-check` creates (and drops) a scratch database on this server.
+PROD_CHECK_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: install demo test test-fast lint format bench ui clean-demo
+.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "esm_dagster needs Python 3.11+; set PY=python3.11")'
@@ -47,3 +49,7 @@ ui: $(STAMP)
 
 clean-demo:
 	rm -rf .esm
+
+# The production profile (deploy/dagster.prod.yaml) on a real PostgreSQL: queue, daemon, run, read-back.
+prod-check: $(STAMP)
+	$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'
