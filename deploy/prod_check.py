@@ -82,7 +82,7 @@ def scratch_database(admin_url: str) -> Iterator[tuple[str, str]]:
 
 
 def _dagster(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 (our own interpreter, fixed arguments)
         [sys.executable, "-m", "dagster", *args], env=env, cwd=env["DAGSTER_HOME"],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
@@ -109,10 +109,9 @@ def _wait_for_run(storage_url: str, run_id: str, deadline: float) -> str | None:
 def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdCheck:
     import dagster as dg
 
-    from esm_dagster.demo.run import register_demo_catalog
-    from esm_dagster.security.vault import generate_key
-    from esm_dagster.demo.run import DEMO_STRIPE_KEY
+    from esm_dagster.demo.run import DEMO_STRIPE_KEY, register_demo_catalog
     from esm_dagster.sandbox.stripe import StripeEmulator
+    from esm_dagster.security.vault import generate_key
 
     check = ProdCheck()
     started = time.monotonic()
@@ -144,7 +143,7 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
                         "run_coordinator": type(instance.run_coordinator).__name__,
                     }
                     queue = instance.get_concurrency_config().run_queue_config
-                    check.tag_limits = list(queue.tag_concurrency_limits) if queue else []
+                    check.tag_limits = [dict(x) for x in queue.tag_concurrency_limits] if queue else []
                 launched = _dagster(env, "job", "launch", "-m", DEFINITIONS_MODULE, "-j", JOB)
                 if launched.returncode != 0:
                     check.failures.append(f"`dagster job launch` failed: {launched.stderr[-2000:]}")
@@ -152,7 +151,7 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
                 check.run_id, check.queued_before_daemon = _only_run(storage_url, JOB)
                 daemon_log = Path(home) / "daemon.log"
                 with daemon_log.open("w") as log_file:
-                    daemon = subprocess.Popen(
+                    daemon = subprocess.Popen(  # noqa: S603
                         [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
                         env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
                     )  # fmt: skip
@@ -239,7 +238,9 @@ def _judge(check: ProdCheck) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--admin-url", default=os.environ.get("ESM_PROD_CHECK_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args()
     check = run_check(args.admin_url)

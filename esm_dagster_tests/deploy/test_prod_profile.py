@@ -28,7 +28,9 @@ def _scratch_databases(url: str) -> set[str]:
     engine = sa.create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("select datname from pg_database where datname like 'esm_prod_check_%'"))
+            rows = conn.execute(
+                sa.text("select datname from pg_database where datname like 'esm_prod_check_%'")
+            )
             return {r[0] for r in rows}
     finally:
         engine.dispose()
