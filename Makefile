@@ -12,7 +12,7 @@ UI_PORT ?= 3000
 # `make prod-check` creates (and drops) a scratch database on this server.
 PROD_CHECK_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check
+.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check celery-worker
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "esm_dagster needs Python 3.11+; set PY=python3.11")'
@@ -53,3 +53,11 @@ clean-demo:
 # The production profile (deploy/dagster.prod.yaml) on a real PostgreSQL: queue, daemon, run, read-back.
 prod-check: $(STAMP)
 	$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'
+
+# One Celery worker for `deploy.celery_defs` (needs DAGSTER_HOME on the PostgreSQL profile and the
+# code location's environment): CELERY_QUEUE, CELERY_CONCURRENCY.
+CELERY_QUEUE ?= dagster
+CELERY_CONCURRENCY ?= 2
+celery-worker: $(STAMP)
+	PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		-y deploy/celery.yaml -q $(CELERY_QUEUE) -- -c $(CELERY_CONCURRENCY)
