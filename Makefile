@@ -33,16 +33,20 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check esm_dagster esm_dagster_tests benchmarks
-	$(BIN)/ruff format --check esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff check esm_dagster esm_dagster_tests benchmarks deploy
+	$(BIN)/ruff format --check esm_dagster esm_dagster_tests benchmarks deploy
 	$(BIN)/mypy esm_dagster
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix esm_dagster esm_dagster_tests benchmarks
-	$(BIN)/ruff format esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff check --fix esm_dagster esm_dagster_tests benchmarks deploy
+	$(BIN)/ruff format esm_dagster esm_dagster_tests benchmarks deploy
 
+# The figures of issue 8 (benchmarks/report.py), written to benchmarks/results/bench.{md,json}.
+# Installs the `bench` extra (dlt) first; never part of `make test`. BENCH_ARGS picks sizes.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.inbound
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -m benchmarks.report $(BENCH_ARGS)
 
 ui: $(STAMP)
 	$(BIN)/esm ui --ui-port $(UI_PORT)

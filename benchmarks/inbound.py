@@ -79,8 +79,11 @@ def start_emulator(charges: int) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def measure(size: int, database_url: str | None) -> dict[str, object]:
-    proc, url = start_emulator(size)
+def measure(size: int, database_url: str | None, url: str | None = None) -> dict[str, object]:
+    """One esm_dagster sync of `size` charges; against `url` if given, else a fresh emulator."""
+    proc = None
+    if url is None:
+        proc, url = start_emulator(size)
     schema = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +97,9 @@ def measure(size: int, database_url: str | None) -> dict[str, object]:
             )  # fmt: skip
             figures = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
         if database_url and schema:
             _drop_pg_schema(database_url, schema)
     return {"charges": size, "engine": (database_url or "sqlite").split(":")[0], **figures}
@@ -144,8 +148,9 @@ def main() -> int:
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
     if len(rows) >= 2:
-        growth = (float(rows[-1]["peak_rss_mb"]) - float(rows[-1]["rss_before_sync_mb"])) / max(
-            1.0, float(rows[0]["peak_rss_mb"]) - float(rows[0]["rss_before_sync_mb"])
+        last, first = rows[-1], rows[0]
+        growth = (float(str(last["peak_rss_mb"])) - float(str(last["rss_before_sync_mb"]))) / max(
+            1.0, float(str(first["peak_rss_mb"])) - float(str(first["rss_before_sync_mb"]))
         )
         print(f"\nsync memory growth {rows[-1]['charges']} vs {rows[0]['charges']}: {growth:.2f}x")
     RESULTS.mkdir(exist_ok=True)

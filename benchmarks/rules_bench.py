@@ -42,8 +42,8 @@ def batches(total: int, batch: int = BATCH) -> Iterator[list[dict[str, Any]]]:
 
 def per_record(records: list[dict[str, Any]], region: str = "TH") -> tuple[list[dict[str, Any]], int]:
     """The straightforward loop: each record, each field, one validator call each."""
-    email_of = emails.normalize_email.__wrapped__  # type: ignore[attr-defined]
-    phone_of = phones.normalize_phone.__wrapped__  # type: ignore[attr-defined]
+    email_of = emails.normalize_email.__wrapped__
+    phone_of = phones.normalize_phone.__wrapped__
     rows: list[dict[str, Any]] = []
     rejected = 0
     for record in records:
