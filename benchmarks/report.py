@@ -138,13 +138,19 @@ def goals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         )
     rules = report.get("rules")
     if rules:
-        speed = rules["speedup_records_per_second"]
-        out["rules engine / per-record loop"] = _goal(speed, ">= 20", speed >= 20)
+        # On the same records (the loop's share): the conservative figure. Records/s over the
+        # whole 1M also credit the validators' memo caches carrying over between batches.
+        speed = rules["speedup_same_records"]
+        out["rules engine / per-record loop (same records)"] = _goal(speed, ">= 20", speed >= 20)
     memory = report.get("memory")
     if memory and len(memory) >= 2:
         ratio = round(memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"], 2)
         out[f"peak RSS {memory[-1]['charges']} / {memory[0]['charges']} records"] = _goal(
             ratio, "<= 1.5", ratio <= 1.5
+        )
+        growth = [m["peak_rss_mb"] - m["rss_before_sync_mb"] for m in (memory[0], memory[-1])]
+        out[f"RSS growth during the sync, {memory[-1]['charges']} vs {memory[0]['charges']} (MB)"] = _goal(
+            None if not growth[0] else round(growth[1] / growth[0], 2), "(context)", None
         )
     for row in report.get("definitions", []):
         if row["mappings"] == 1000:
@@ -185,7 +191,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"| per-record loop | {rules['loop_records']} | {rules['loop_seconds']} | "
                   f"{rules['loop_records_per_second']} | {rules['loop_accepted']} |", "",
                   f"Same verdicts on the loop's records: {rules['same_verdicts_on_loop_records']}; "
-                  f"speedup on the same records {rules['speedup_same_records']}x."]  # fmt: skip
+                  f"speedup on the same records {rules['speedup_same_records']}x, by records/s "
+                  f"{rules['speedup_records_per_second']}x."]  # fmt: skip
     memory = report.get("memory")
     if memory:
         lines += ["", "## (d) esm_dagster peak memory by sync size (PostgreSQL target)", "",
@@ -217,7 +224,14 @@ def main() -> int:
     parser.add_argument("--dlt-python", help="interpreter with dlt[postgres] (default: this one)")
     parser.add_argument("--database-url", default=os.environ.get("ESM_BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--name", default="bench")
+    parser.add_argument("--render", metavar="JSON", help="only re-write the markdown of a saved report")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        saved["goals"] = goals(saved)
+        Path(args.render).with_suffix(".md").write_text(markdown(saved))
+        print(markdown(saved))
+        return 0
     report: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
