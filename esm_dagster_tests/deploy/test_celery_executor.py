@@ -62,7 +62,9 @@ def test_a_two_mapping_job_runs_its_steps_on_two_celery_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not _listening("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672")
+        if os.environ.get("ESM_REQUIRE_BROKER") == "1":
+            pytest.fail("ESM_REQUIRE_BROKER=1 but RabbitMQ is not listening on 127.0.0.1:5672")
+        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672 (ESM_REQUIRE_BROKER=1 makes this fail)")
     key = generate_key()
     monkeypatch.setenv("ESM_FERNET_KEYS", key)
     monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
