@@ -52,6 +52,7 @@ from esm_dagster.rules.redaction import redact_record
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault, VaultError
+from esm_dagster.sync.bulk import upsert_rows
 from esm_dagster.sync.dialect import upsert_statement
 from esm_dagster.sync.frames import frame_to_rows
 from esm_dagster.sync.prefetch import prefetched
@@ -501,8 +502,9 @@ def upsert_accepted(
         update_columns = [
             c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")
         ]
-        stmt = upsert_statement(conn.dialect.name, table, ["esm_source", "esm_external_id"], update_columns)
-        conn.execute(stmt, list(by_identity.values()))
+        upsert_rows(
+            conn, table, list(by_identity.values()), ["esm_source", "esm_external_id"], update_columns
+        )
         report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
     report.records_written += len(written_ids)
     return written_ids

@@ -1,0 +1,105 @@
+"""The COPY upsert writes exactly what the statement upsert writes, awkward values included."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from esm_dagster.catalog.db import get_engine
+from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
+from esm_dagster.sync import bulk
+from esm_dagster.sync.bulk import upsert_rows
+
+AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", "", "ไม้แบด 🎾", "cr\rlf", 'a,b;\'"q"']
+
+
+def _table(metadata: sa.MetaData, name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("esm_source", sa.Text, nullable=False),
+        sa.Column("esm_external_id", sa.Text, nullable=False),
+        sa.Column("label", sa.Text),
+        sa.Column("amount", ExactDecimal()),
+        sa.Column("paid_at", UTCDateTime()),
+        sa.Column("day", sa.Date),
+        sa.Column("ok", sa.Boolean),
+        sa.Column("big", sa.BigInteger),
+        sa.UniqueConstraint("esm_source", "esm_external_id"),
+    )
+
+
+def _rows(n: int, version: int) -> list[dict]:
+    base = dt.datetime(2026, 12, 4, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    return [
+        {
+            "id": i,
+            "esm_source": "s",
+            "esm_external_id": f"ext-{i}",
+            "label": None if i % 9 == 0 else f"{AWKWARD[i % len(AWKWARD)]} v{version}",
+            "amount": None if i % 7 == 0 else Decimal("19.99") * i + Decimal("0.001"),
+            "paid_at": None if i % 5 == 0 else base + dt.timedelta(minutes=i),
+            "day": dt.date(2026, 1, 1) + dt.timedelta(days=i % 300),
+            "ok": None if i % 4 == 0 else bool(i % 2),
+            "big": 2**62 + i,
+        }
+        for i in range(n)
+    ]
+
+
+def _contents(conn: sa.Connection, table: sa.Table) -> list[tuple]:
+    return [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id)).all()]
+
+
+@pytest.mark.postgres
+def test_copy_and_statement_paths_write_the_same_rows(db_url: str) -> None:
+    engine = get_engine(db_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("COPY is the PostgreSQL path; SQLite always takes the statement")
+    metadata = sa.MetaData()
+    via_copy, via_statement = _table(metadata, "bulk_copy"), _table(metadata, "bulk_statement")
+    metadata.create_all(engine)
+    update = ["label", "amount", "paid_at", "day", "ok", "big"]
+    first, second = _rows(300, 1), _rows(300, 2)[100:] + _rows(400, 2)[300:]  # updates and inserts
+    with engine.begin() as conn:
+        for rows in (first, second):
+            upsert_rows(conn, via_copy, rows, ["esm_source", "esm_external_id"], update)
+            conn.execute(
+                bulk.upsert_statement("postgresql", via_statement, ["esm_source", "esm_external_id"], update),
+                rows,
+            )
+    with engine.connect() as conn:
+        copied, stated = _contents(conn, via_copy), _contents(conn, via_statement)
+    assert len(copied) == 400 and copied == stated
+    labels = {r[3] for r in copied}
+    assert "\\N v2" in labels and None in labels and " v2" in labels  # the text "\N" is not NULL
+
+
+def test_small_batches_and_sqlite_take_the_statement(db_url: str) -> None:
+    engine = get_engine(db_url)
+    staged: list[str] = []
+
+    def watch(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("CREATE TEMP TABLE esm_stage_"):
+            staged.append(statement)
+
+    metadata = sa.MetaData()
+    table = _table(metadata, "bulk_small")
+    metadata.create_all(engine)
+    sa.event.listen(engine, "before_cursor_execute", watch)
+    try:
+        with engine.begin() as conn:
+            key = ["esm_source", "esm_external_id"]
+            upsert_rows(conn, table, _rows(bulk.COPY_MIN_ROWS - 1, 1), key, ["label"])
+            assert staged == []
+            upsert_rows(conn, table, _rows(bulk.COPY_MIN_ROWS, 2), key, ["label"])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", watch)
+    assert len(staged) == (1 if engine.dialect.name == "postgresql" else 0)
+    with engine.connect() as conn:
+        labels = conn.execute(sa.select(table.c.label).order_by(table.c.id)).scalars().all()
+    assert len(labels) == bulk.COPY_MIN_ROWS and labels[1] == f"{AWKWARD[1]} v2"
