@@ -267,6 +267,52 @@ class RateLimiting(BaseModel):
 
 
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
+_WRITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class OutboundConfig(BaseModel):
+    """Which of the provider's writes (`Provider.WRITES`) carry internal changes back.
+
+    `create` makes a record the provider has not seen, `update` changes one it has (the record
+    carries the external id under `key_field`); an upsert write may be named for both. Whether the
+    provider knows the names is checked when the round starts (the rules know no provider).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    create: str | None = None
+    update: str | None = None
+    key_field: str = "id"
+    # A column of the target table the internal application sets when it changes a row: its
+    # modification time for `latest_wins`. Without it, the moment a round sees the change.
+    updated_at_column: str | None = None
+
+    @field_validator("create", "update")
+    @classmethod
+    def _write_name(cls, v: str | None) -> str | None:
+        if v is not None and not _WRITE_NAME.match(v):
+            raise ValueError(f"{v!r} is not a write name (lower-case letters, digits and _)")
+        return v
+
+    @field_validator("key_field")
+    @classmethod
+    def _key_field(cls, v: str) -> str:
+        if reason := _check_path(v):
+            raise ValueError(reason)
+        return v
+
+    @field_validator("updated_at_column")
+    @classmethod
+    def _column(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} is not a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
+        return v
+
+    @model_validator(mode="after")
+    def _some_write(self) -> OutboundConfig:
+        if self.create is None and self.update is None:
+            raise ValueError("name the write for creates ('create') or for updates ('update'), or both")
+        return self
 
 
 class SyncConfig(BaseModel):
@@ -290,6 +336,21 @@ class SyncConfig(BaseModel):
     # An incremental run starts this long before the high-water mark: a record whose cursor value
     # (`created`) is older than the moment it becomes listable is still read. Re-reads are upserts.
     lookback_seconds: int = Field(default=300, ge=0, le=7 * 86400)
+    # Two-way sync (`sync.twoway`): the writes that push internal changes, where the provider's own
+    # modification time of a record is (for `latest_wins`), and what a provider deletion does.
+    outbound: OutboundConfig | None = None
+    external_updated_at: str | None = None
+    delete_mode: Literal["soft", "hard"] = "soft"
+    # A reconciliation that finds more than this share of the known records gone deletes nothing:
+    # an empty or truncated listing must not empty the table.
+    max_delete_share: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("external_updated_at")
+    @classmethod
+    def _external_updated_at(cls, v: str | None) -> str | None:
+        if v is not None and (reason := _check_path(v)):
+            raise ValueError(reason)
+        return v
 
     @field_validator("key")
     @classmethod
@@ -334,6 +395,7 @@ def _section_keys() -> dict[str, tuple[str, ...]]:
         "validation_rules": tuple(ValidationRules.model_fields),
         "sync_config": tuple(SyncConfig.model_fields),
         "sync_config.rate_limiting": tuple(RateLimiting.model_fields),
+        "sync_config.outbound": tuple(OutboundConfig.model_fields),
     }
 
 
