@@ -52,6 +52,7 @@ ACTIONS = frozenset(
         "access.denied",
         "operator.added",
         "operator.changed",
+        "conflict.resolved",
     }
 )
 _MAX_DETAIL = 500
