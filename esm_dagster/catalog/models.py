@@ -452,9 +452,9 @@ class SyncConflict(Base):
     external_id: Mapped[str] = mapped_column(String(200), nullable=False)
     field: Mapped[str] = mapped_column(String(200), nullable=False)  # the target column
     policy: Mapped[str] = mapped_column(String(20), nullable=False)
-    base_value: Mapped[Any] = mapped_column(JSONType)
-    internal_value: Mapped[Any] = mapped_column(JSONType)
-    external_value: Mapped[Any] = mapped_column(JSONType)
+    base_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    internal_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    external_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
     internal_modified_at: Mapped[dt.datetime | None] = mapped_column()
     external_modified_at: Mapped[dt.datetime | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="open")  # open, decided

@@ -104,6 +104,7 @@ class SyncReport:
     # or "... (forced)" when `force` ran it past an open circuit.
     circuit: str = "closed"
     # Two-way rounds (`sync.twoway`); zero for an inbound-only mapping.
+    two_way: bool = False
     records_pushed: int = 0
     push_failures: int = 0
     local_updates: int = 0

@@ -160,6 +160,7 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
     reconciliation was refused, so the run is recorded as failed and the person sees why.
     """
     rules: MappingRules = ctx.rules
+    ctx.report.two_way = True
     outbound = outbound_config(rules)
     _check_writes(provider, outbound)
     table_name = _single_table(rules)
@@ -335,6 +336,8 @@ def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, 
                 live.append(record)
         result = ctx.plan.apply(live, start_index=0)
         report.records_read += len(records)
+        # Accounted for (the asset checks compare read with written + rejected): merged or deleted.
+        report.records_written += len(records) - len(result.rejected)
         rejected.extend(result.rejected)
         frame = result.tables[table_name]
         for index, values in zip(frame.index, frame_to_rows(frame), strict=True):
