@@ -127,13 +127,37 @@ def _put(record: dict[str, Any], path: str, value: Any) -> None:
 def to_provider(
     rules: MappingRules, row: Mapping[str, Any], columns: Iterable[str] | None = None
 ) -> dict[str, Any]:
-    """The provider record for `row` (column -> canonical value), limited to `columns` if given.
+    """The provider record for `row` (column -> canonical value), limited to `columns` if given
+    (plus the `outbound.always` paths), in the write's shape (`outbound.unwrap` removed).
 
     The record key (`sync.key`) is never written as a field: the provider owns its ids; an update
     carries the id separately (`outbound.key_field`).
     """
-    wanted = None if columns is None else set(columns)
     by_source = {f.source: f for f in rules.fields}
+    outbound = rules.sync.outbound
+    wanted = None if columns is None else set(columns)
+    if wanted is not None and outbound is not None:
+        for path in outbound.always:
+            if path not in by_source:
+                raise InverseError(f"sync_config.outbound.always: {path!r} is not a mapped source path")
+            wanted.add(by_source[path].column)
+    record = _record(rules, row, wanted, by_source)
+    prefix = None if outbound is None else outbound.unwrap
+    if prefix is not None:
+        inner: Any = record
+        for part in prefix.split("."):
+            inner = inner.get(part, {}) if isinstance(inner, dict) else {}
+        rest = {k: v for k, v in record.items() if k != prefix.split(".")[0]}
+        record = {**rest, **(inner if isinstance(inner, dict) else {})}
+    return record
+
+
+def _record(
+    rules: MappingRules,
+    row: Mapping[str, Any],
+    wanted: set[str] | None,
+    by_source: Mapping[str, FieldMapping],
+) -> dict[str, Any]:
     zone = rules.transformations.zone
     record: dict[str, Any] = {}
     for f in rules.fields:
@@ -145,7 +169,7 @@ def to_provider(
     if wanted is not None:
         # An amount travels with its currency: a provider reads the two together.
         for f in rules.fields:
-            if f.type == "money" and f.column in wanted and f.currency_from in by_source:
+            if f.type == "money" and f.column in wanted and f.currency_from and f.currency_from in by_source:
                 holder = by_source[f.currency_from]
                 if holder.column in row and holder.source != rules.sync.key:
                     _put(record, holder.source, field_value(holder, row[holder.column], row, by_source, zone))

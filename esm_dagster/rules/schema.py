@@ -271,20 +271,26 @@ _WRITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class OutboundConfig(BaseModel):
-    """Which of the provider's writes (`Provider.WRITES`) carry internal changes back.
+    """Which of the provider's writes (`Provider.WRITES`) carry internal changes back, and how.
 
-    `create` makes a record the provider has not seen, `update` changes one it has (the record
-    carries the external id under `key_field`); an upsert write may be named for both. Whether the
-    provider knows the names is checked when the round starts (the rules know no provider).
+    `create` makes a record the provider has not seen, `update` changes one it has; an upsert
+    write may be named for both. The record carries the external id under `key_field` (None: an
+    upsert by a natural key, which then belongs in `always`). `always` lists source paths sent with
+    every write, changed or not (HubSpot's upsert needs `properties.email` each time); `unwrap` is
+    a path prefix the read shape has and the write shape has not (HubSpot reads
+    `properties.email`, writes `email`). Whether the provider knows the write names is checked when
+    the round starts: the rules know no provider.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     create: str | None = None
     update: str | None = None
-    key_field: str = "id"
+    key_field: str | None = "id"
+    always: list[str] = Field(default_factory=list)
+    unwrap: str | None = None
     # A column of the target table the internal application sets when it changes a row: its
-    # modification time for `latest_wins`. Without it, the moment a round sees the change.
+    # modification time for `latest_wins`. Without it, that side's time is unknown.
     updated_at_column: str | None = None
 
     @field_validator("create", "update")
@@ -294,11 +300,19 @@ class OutboundConfig(BaseModel):
             raise ValueError(f"{v!r} is not a write name (lower-case letters, digits and _)")
         return v
 
-    @field_validator("key_field")
+    @field_validator("key_field", "unwrap")
     @classmethod
-    def _key_field(cls, v: str) -> str:
-        if reason := _check_path(v):
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and (reason := _check_path(v)):
             raise ValueError(reason)
+        return v
+
+    @field_validator("always")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if reason := _check_path(path):
+                raise ValueError(reason)
         return v
 
     @field_validator("updated_at_column")

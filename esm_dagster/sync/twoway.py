@@ -68,6 +68,16 @@ def is_deletion(record: Mapping[str, Any]) -> bool:
     )
 
 
+def archived_stream(provider: Provider, stream: str) -> str | None:
+    """The provider's stream of archived records of `stream` (`<stream>_archived`), if it has one.
+
+    HubSpot and Mailchimp leave archived records out of the main listing and list them apart; a
+    record there is a deletion, said outright rather than inferred from a missing id.
+    """
+    name = f"{stream}_archived"
+    return name if any(spec.name == name for spec in provider.streams()) else None
+
+
 def _moment(value: Any) -> dt.datetime | None:
     """A provider's modification time: unix seconds or milliseconds, or ISO 8601 text."""
     if value is None or value == "":
@@ -243,7 +253,8 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
                 except InverseError as exc:
                     problems.append(f"record {external_id}: {exc}")
                     continue
-                record[outbound.key_field] = external_id
+                if outbound.key_field is not None:
+                    record[outbound.key_field] = external_id
                 pushes.append(
                     _Push(
                         outbound.update,
@@ -356,6 +367,17 @@ def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, 
             batch = []
     if batch:
         take(batch)
+    archived = archived_stream(provider, ctx.stream)
+    if archived is not None:  # HubSpot `contacts_archived`, Mailchimp `members_archived`
+        for page in provider.iter_pages(archived, page_size=min(100, size)):
+            report.pages += 1
+            report.records_read += len(page.records)
+            report.records_written += len(page.records)
+            for record in page.records:
+                key = lookup(record, rules.sync.key)
+                if key not in (None, ""):
+                    deleted.add(str(key))
+                    out.pop(str(key), None)
     if rejected:
         engine = get_engine(ctx.url)
         with engine.begin() as conn:

@@ -58,16 +58,17 @@ def customer_mapping(
     }
 
 
-def user_rows(url: str, source: str) -> dict[str, dict[str, Any]]:
+def user_rows(url: str, source: str, columns: list[str] = COLUMNS) -> dict[str, dict[str, Any]]:
     """`esm_external_id` -> mapped columns (+ is_deleted) of the `user` rows of one mapping."""
-    names = ", ".join(f'"{c}"' for c in ["esm_external_id", *COLUMNS, "is_deleted", "deleted_at"])
+    names = ", ".join(f'"{c}"' for c in ["esm_external_id", *columns, "is_deleted", "deleted_at"])
     with get_engine(url).connect() as conn:
         rows = conn.execute(
             sa.text(f'select {names} from "user" where esm_source = :s'), {"s": source}
         ).mappings()
         out = {str(r["esm_external_id"]): dict(r) for r in rows}
     for row in out.values():  # SQLite hands back the decimal's text
-        row["balance"] = None if row["balance"] is None else Decimal(str(row["balance"]))
+        if row.get("balance") is not None:
+            row["balance"] = Decimal(str(row["balance"]))
         row["is_deleted"] = bool(row["is_deleted"])
     return out
 
