@@ -298,3 +298,43 @@ def test_outbound_block_is_required_and_checked_against_the_provider(
         SyncFailed, match=r"sync_config\.outbound\.update: stripe has no write 'patch_customer'"
     ):
         _sync(db_url, "Members 2")
+
+
+def test_a_value_changed_back_is_written_again_not_replayed(
+    db_url: str, fernet_key: str, emulator: StripeEmulator
+) -> None:
+    """A -> B -> A: the third write has the first one's content, but not its idempotency key."""
+    (a,) = _three_way(db_url, emulator, 1)
+    for n, name in enumerate(["B", "A", "B"]):
+        change_user(db_url, SOURCE, a, T0 + dt.timedelta(seconds=n), full_name=name)
+        assert _sync(db_url).records_pushed == 1
+        customer = emulator.get_object("customers", a)
+        assert customer is not None and customer["name"] == name
+
+
+def test_an_outbound_mapping_pushes_without_reading_and_keeps_the_key_secret(
+    db_url: str, fernet_key: str, emulator: StripeEmulator
+) -> None:
+    register_mapping(db_url, customer_mapping(emulator, "Members", sync_direction="outbound"))
+    _sync(db_url)
+    _insert_users(
+        db_url, [{"email": "out@example.com", "full_name": "Out", "balance": Decimal("5"), "currency": "eur"}]
+    )
+    emulator.reset_request_log()
+    report = _sync(db_url)
+    assert report.records_pushed == 1 and report.records_read == 0
+    assert [r.method for r in emulator.requests] == ["POST"]  # no listing: the shadow stands for Stripe
+    (customer_id,) = emulator.object_ids("customers")
+    customer = emulator.get_object("customers", customer_id)
+    assert customer is not None and customer["balance"] == 500
+    assert _sync(db_url).records_pushed == 0
+    emulator.faults.expire_credentials_after(0)
+    change_user(db_url, SOURCE, customer_id, T0, full_name="Out Again")
+    with pytest.raises(SyncFailed) as caught:
+        _sync(db_url)
+    assert caught.value.report.push_failures == 1 and "auth" in str(caught.value)
+    assert KEY not in str(caught.value) and KEY not in repr(caught.value.report)
+    emulator.faults.clear()
+    assert _sync(db_url).records_pushed == 1  # the failed push was not taken as agreed
+    customer = emulator.get_object("customers", customer_id)
+    assert customer is not None and customer["name"] == "Out Again"
