@@ -108,7 +108,7 @@ def _check_round(
 
 
 @pytest.mark.parametrize("policy", ["external_wins", "internal_wins", "latest_wins", "manual"])
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=rounds)
 def test_both_sides_agree_and_a_second_sync_writes_nothing(
     db_url: str, fernet_key: str, policy: str, plan: list[list[tuple[Any, ...]]]
