@@ -452,17 +452,8 @@ def _record_conflicts(
     for decision in outcome.decisions:
         conflict = decision.conflict
         if decision.reason == "manual":
-            conn.execute(
-                sa.update(table)
-                .where(
-                    c.mapping_id == ctx.mapping_id,
-                    c.external_id == external_id,
-                    c.field == conflict.field,
-                    c.status == "decided",
-                    c.applied_at.is_(None),
-                )
-                .values(applied_at=now)
-            )
+            if not outcome.to_external:  # else applied once the push succeeded (`_push`)
+                _mark_applied(conn, ctx.mapping_id, external_id, now, conflict.field)
             continue
         conn.execute(
             sa.insert(table).values(
@@ -517,6 +508,23 @@ def _record_conflicts(
                 )
             )
         report.conflicts_open += 1
+
+
+def _mark_applied(
+    conn: sa.Connection, mapping_id: uuid.UUID, external_id: str, now: dt.datetime, field: str | None = None
+) -> None:
+    """A person's decisions for a record are applied: both sides now hold the chosen value."""
+    c = _CONFLICTS.c
+    query = sa.update(_CONFLICTS).where(
+        c.mapping_id == mapping_id,
+        c.external_id == external_id,
+        c.status == "decided",
+        c.policy == "manual",
+        c.applied_at.is_(None),
+    )
+    if field is not None:
+        query = query.where(c.field == field)
+    conn.execute(query.values(applied_at=now))
 
 
 def _apply_internal(
@@ -666,6 +674,8 @@ def _push(
                             .where(table.c.id == push.row)
                             .values(esm_source=ctx.source, esm_external_id=external_id, esm_synced_at=now)
                         )
+                    if push.external_id is not None:
+                        _mark_applied(conn, ctx.mapping_id, external_id, now)
                     _save_shadow(
                         conn,
                         ctx,
