@@ -189,8 +189,9 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
 
     external: dict[str, ExternalRecord] | None = None
     deleted_at_provider: set[str] = set()
+    unreadable: set[str] = set()  # listed, but rejected by the rules (quarantined): not gone
     if rules.sync.sync_direction == "bidirectional":
-        external, deleted_at_provider = _read_all(ctx, provider, table_name)
+        external, deleted_at_provider, unreadable = _read_all(ctx, provider, table_name)
     with engine.begin() as conn:
         shadows = _load_shadows(conn, ctx.mapping_id)
         decided = _manual_decisions(conn, ctx.mapping_id)
@@ -206,7 +207,9 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
         known = {x for x, s in shadows.items() if s.deleted_at is None}
         ids = set(known) | set(external or {}) | {x for x in by_external if x not in shadows}
         if external is not None:
-            missing = {x for x in known if x not in external and x not in deleted_at_provider}
+            missing = {
+                x for x in known if x not in external and x not in deleted_at_provider and x not in unreadable
+            }
             gone = (missing | (deleted_at_provider & known)) & known
             if known and missing and len(gone) / len(known) > rules.sync.max_delete_share:
                 problems.append(
@@ -216,7 +219,7 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
                 )
             else:
                 deletions = sorted(gone)
-            ids -= set(missing) | deleted_at_provider
+            ids -= set(missing) | deleted_at_provider | unreadable
         for external_id in sorted(ids):
             shadow = shadows.get(external_id)
             row = by_row.get(shadow.row_key) if shadow is not None else None
@@ -319,8 +322,11 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
         )
 
 
-def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, ExternalRecord], set[str]]:
-    """Every record of the stream, by external id, plus the ids the provider marks deleted.
+def _read_all(
+    ctx: Any, provider: Provider, table_name: str
+) -> tuple[dict[str, ExternalRecord], set[str], set[str]]:
+    """Every record of the stream by external id, the ids the provider marks deleted, and the ids
+    of records the rules rejected.
 
     Records the rules reject are quarantined (as the inbound engine does) and left out of the
     round: a record we cannot read is neither merged nor taken for deleted.
@@ -331,6 +337,7 @@ def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, 
     report = ctx.report
     out: dict[str, ExternalRecord] = {}
     deleted: set[str] = set()
+    unreadable: set[str] = set()
     size = rules.sync.batch_size
     pages = provider.iter_pages(ctx.stream, page_size=min(100, size))
     batch: list[dict[str, Any]] = []
@@ -350,6 +357,10 @@ def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, 
         # Accounted for (the asset checks compare read with written + rejected): merged or deleted.
         report.records_written += len(records) - len(result.rejected)
         rejected.extend(result.rejected)
+        for rejection in result.rejected:
+            key = lookup(rejection.record, rules.sync.key)
+            if key not in (None, ""):
+                unreadable.add(str(key))
         frame = result.tables[table_name]
         for index, values in zip(frame.index, frame_to_rows(frame), strict=True):
             external_id = str(values.pop("_external_id"))
@@ -383,7 +394,7 @@ def _read_all(ctx: Any, provider: Provider, table_name: str) -> tuple[dict[str, 
         with engine.begin() as conn:
             _quarantine(conn, engine.dialect.name, ctx, rejected, utcnow())
         report.records_rejected += len(rejected)
-    return out, deleted
+    return out, deleted, unreadable
 
 
 def _load_shadows(conn: sa.Connection, mapping_id: uuid.UUID) -> dict[str, SyncShadow]:

@@ -338,3 +338,14 @@ def test_an_outbound_mapping_pushes_without_reading_and_keeps_the_key_secret(
     assert _sync(db_url).records_pushed == 1  # the failed push was not taken as agreed
     customer = emulator.get_object("customers", customer_id)
     assert customer is not None and customer["name"] == "Out Again"
+
+
+def test_a_record_the_rules_reject_is_quarantined_not_taken_for_deleted(
+    db_url: str, fernet_key: str, emulator: StripeEmulator
+) -> None:
+    ids = _three_way(db_url, emulator, 2)
+    emulator.update_customer(ids[0], email="not an email")
+    report = _sync(db_url)
+    assert (report.records_rejected, report.records_deleted, report.records_pushed) == (1, 0, 0)
+    rows = user_rows(db_url, SOURCE)
+    assert not rows[ids[0]]["is_deleted"] and rows[ids[0]]["email"] == "m0@example.com"
