@@ -33,6 +33,7 @@ def child(url: str, database_url: str) -> None:
     from esm_dagster.sync.engine import run_mapping
 
     os.environ["ESM_FERNET_KEYS"] = generate_key()
+    os.environ["ESM_ALLOW_LOOPBACK"] = "1"  # sandbox mode: the emulator is on loopback
     upgrade(database_url)
     charges = next(
         m for m in demo_mappings(url) if m["mapping_rules"]["sync_config"].get("stream") == "charges"

@@ -112,6 +112,32 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Exit 0 when every row is under the newest key, 1 when some could not be opened."""
+    from esm_dagster.alerts.dispatch import AlertDispatcher
+    from esm_dagster.catalog.key_rotation import rotate_credentials
+    from esm_dagster.security.vault import Vault
+
+    url = _catalog_url()
+    vault = Vault.from_env()
+    report = rotate_credentials(url, vault, batch_size=args.batch_size, alerts=AlertDispatcher.from_env(url))
+    from esm_dagster.catalog import audit
+
+    audit.record_now(
+        url,
+        "keys.rotated",
+        outcome="failed" if report.failed else "ok",
+        details={k: v for k, v in report.to_dict().items() if isinstance(v, int)},
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+        for failure in report.failures:
+            print(f"  failed: {failure.system_name} ({failure.mapping_id}): {failure.reason}")
+    return 1 if report.failed else 0
+
+
 def cmd_mapping_add(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -290,6 +316,74 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     columns = ["title", "status", "assignee", "due", "id"] + (["resolution"] if args.all else [])
     print(format_table(records, columns))
     return 0
+
+
+def _route_summary(routing: list[dict[str, Any]]) -> str:
+    """`Club SMS: failed (rate_limit) > Club Bot: sent`: each route a message tried, in order."""
+    steps = []
+    for entry in routing:
+        detail = entry.get("error_class") or entry.get("code")
+        steps.append(f"{entry.get('mapping')}: {entry.get('outcome')}" + (f" ({detail})" if detail else ""))
+    return " > ".join(steps)
+
+
+def cmd_messages_list(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import age, short_id
+    from esm_dagster.catalog.models import ExternalSystemMapping, MessageStatus, OutboundMessage
+
+    url = _catalog_url()
+    query = sa.select(OutboundMessage, ExternalSystemMapping.system_name).outerjoin(
+        ExternalSystemMapping, OutboundMessage.routed_mapping_id == ExternalSystemMapping.id
+    )
+    if args.status:
+        query = query.where(OutboundMessage.status == args.status)
+    elif not args.all:
+        query = query.where(OutboundMessage.status != MessageStatus.SENT.value)
+    query = query.order_by(OutboundMessage.created_at.desc()).limit(args.limit)
+    with session_factory(url)() as session:
+        records: list[dict[str, Any]] = [
+            {
+                "id": str(message.id),
+                "key": message.idempotency_key,
+                "system_type": str(message.system_type),
+                "recipient": message.recipient,
+                "status": message.status,
+                "attempts": message.attempts,
+                "sent_via": via or "",
+                "provider_message_id": message.provider_message_id or "",
+                "created": age(message.created_at),
+                "sent": age(message.sent_at) if message.sent_at else "",
+                "routing": message.routing,
+                "last_error": message.last_error or "",
+            }
+            for message, via in session.execute(query).all()
+        ]
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    if not records:
+        print("no messages" if args.all or args.status else "no unsent messages (--all shows sent ones)")
+        return 0
+    for record in records:
+        record["id"] = short_id(str(record["id"]))
+        record["route"] = _route_summary(record.pop("routing"))
+    columns = ["created", "status", "system_type", "recipient", "sent_via", "attempts", "route", "id"]
+    print(format_table(records, columns))
+    return 0
+
+
+def cmd_messages_send(args: argparse.Namespace) -> int:
+    from esm_dagster.sync.messages import dispatch
+
+    report = dispatch(_catalog_url(), limit=args.limit)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.failed == 0 and report.needs_person == 0 else 1
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
@@ -612,6 +706,7 @@ def format_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
 PERMISSION_OF: dict[Any, str | None] = {
     cmd_db_upgrade: "catalog.upgrade",
     cmd_keys_generate: None,
+    cmd_keys_rotate: "keys.rotate",
     cmd_mapping_add: "mapping.write",
     cmd_mapping_list: "mapping.read",
     cmd_mapping_set_active: "mapping.write",
@@ -619,6 +714,8 @@ PERMISSION_OF: dict[Any, str | None] = {
     cmd_mapping_preview: "mapping.read",
     cmd_tasks_list: "tasks.read",
     cmd_quarantine_list: "quarantine.read",
+    cmd_messages_list: "mapping.read",
+    cmd_messages_send: "sync.run",
     cmd_quarantine_replay: "quarantine.replay",
     cmd_conflicts_list: "mapping.read",
     cmd_conflicts_resolve: "mapping.write",
@@ -669,7 +766,7 @@ def _run_as_operator(args: argparse.Namespace) -> int:
     operator = identify(url, getattr(args, "as_user", None))
     what = " ".join(a for a in (args.command, _subcommand(args)) if a)
     require(url, operator, permission, what=what)
-    with audit.acting_as(operator.actor("cli")):
+    with audit.acting_as(operator.actor("cli")), audit.using_catalog(url):
         return int(args.func(args) or 0)
 
 
@@ -695,6 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="Fernet keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("generate", help="print a new Fernet key").set_defaults(func=cmd_keys_generate)
+    rotate = keys.add_parser(
+        "rotate", help="re-encrypt every mapping's credentials under the newest key of ESM_FERNET_KEYS"
+    )
+    rotate.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     mapping = sub.add_parser("mapping", help="external_system_mapping rows").add_subparsers(
         dest="mapping_command", required=True
@@ -735,6 +838,22 @@ def build_parser() -> argparse.ArgumentParser:
     task_list.add_argument("--all", action="store_true", help="include completed and cancelled tasks")
     task_list.add_argument("--json", action="store_true")
     task_list.set_defaults(func=cmd_tasks_list)
+
+    outbound = sub.add_parser("messages", help="outbound email / SMS / chat messages").add_subparsers(
+        dest="messages_command", required=True
+    )
+    m_list = outbound.add_parser("list", help="unsent messages: status, route tried, sent via")
+    m_list.add_argument("--all", action="store_true", help="include sent messages")
+    m_list.add_argument(
+        "--status", choices=["queued", "sending", "sent", "failed", "needs_person"], help="only this status"
+    )
+    m_list.add_argument("--limit", type=int, default=100, help="at most this many, newest first")
+    m_list.add_argument("--json", action="store_true")
+    m_list.set_defaults(func=cmd_messages_list)
+    m_send = outbound.add_parser("send", help="one pass over the queue, falling back by priority")
+    m_send.add_argument("--limit", type=int, default=500, help="at most this many messages")
+    m_send.add_argument("--json", action="store_true")
+    m_send.set_defaults(func=cmd_messages_send)
 
     quarantine = sub.add_parser("quarantine", help="records the rules rejected").add_subparsers(
         dest="quarantine_command", required=True

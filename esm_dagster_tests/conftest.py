@@ -31,11 +31,23 @@ def _pg_schema_url(base: str, schema: str) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_from_the_developer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the `.esm/` that `make demo` leaves (its key file, catalog) or a `dagster dev`
-    the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port."""
+    the developer has running: ESM_HOME is the test's own, and the UI URL a closed loopback port;
+    and none trusts the developer's endpoint settings (allowlist, CA bundle)."""
     monkeypatch.setenv("ESM_HOME", str(tmp_path / "esm_home"))
     monkeypatch.setenv("ESM_DAGSTER_UI_URL", "http://127.0.0.1:9")
     # The demo catalog's admin: `esm` commands on a catalog with operators must say who runs them.
     monkeypatch.setenv("ESM_USER", "data-team@padel.example")
+    monkeypatch.delenv("ESM_ALLOWED_HOSTS", raising=False)
+    monkeypatch.delenv("ESM_CA_BUNDLE", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_mode() -> Iterator[None]:
+    """The emulators are on loopback: sandbox mode for the whole session (module-scoped fixtures
+    start emulators too); a test of the refusal itself unsets it with its own monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ESM_ALLOW_LOOPBACK", "1")
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

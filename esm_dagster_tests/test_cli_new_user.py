@@ -32,6 +32,7 @@ CLUB = "Stripe Club Account"
 
 def esm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ESM_", "DAGSTER_"))}
+    clean["ESM_ALLOW_LOOPBACK"] = "1"  # sandbox mode: every mapping here points at a loopback emulator
     return subprocess.run([ESM, *args], env={**clean, **env}, capture_output=True, text=True, timeout=120)
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -28,6 +29,8 @@ from esm_dagster.catalog.models import AuditEntry, ExternalSystemMapping
 from esm_dagster.catalog.types import utcnow
 from esm_dagster.security.redact import redact_text
 
+P = ParamSpec("P")
+R = TypeVar("R")
 SYSTEM = "system"
 DAGSTER = "dagster"  # runs launched in Dagster: the webserver has no login, so no person is known
 
@@ -72,6 +75,35 @@ _current: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("esm_aud
 
 def current_actor() -> Actor:
     return _current.get() or _SYSTEM_ACTOR
+
+
+# The catalog that events from deep inside a call (an endpoint refused in the transport) are
+# written to; set by the entry points that know it (the CLI, the engine).
+_catalog: contextvars.ContextVar[str | None] = contextvars.ContextVar("esm_audit_catalog", default=None)
+
+
+def current_catalog() -> str | None:
+    return _catalog.get()
+
+
+def catalog_of_first_argument(fn: Callable[Concatenate[str, P], R]) -> Callable[Concatenate[str, P], R]:
+    """Run `fn(url, ...)` with `url` as the catalog its deep events are written to."""
+
+    @functools.wraps(fn)
+    def wrapper(url: str, *args: P.args, **kwargs: P.kwargs) -> R:
+        with using_catalog(url):
+            return fn(url, *args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def using_catalog(url: str) -> Iterator[str]:
+    token = _catalog.set(url)
+    try:
+        yield url
+    finally:
+        _catalog.reset(token)
 
 
 @contextlib.contextmanager

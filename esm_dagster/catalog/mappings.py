@@ -6,6 +6,7 @@ what the asset graph needs (names, frequency, timezone, priority) and never the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -14,7 +15,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,7 +31,8 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import utc_stamp, utcnow
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
-from esm_dagster.security.endpoints import EndpointRefused, check_endpoint
+from esm_dagster.security.endpoints import EndpointPolicy, EndpointRefused
+from esm_dagster.security.input_limits import InputTooLarge, check_json_limits
 from esm_dagster.security.vault import Vault
 
 
@@ -71,6 +74,16 @@ class MappingInput(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().lower()
+
+    @field_validator("mapping_rules", "credentials", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        """Measured before pydantic walks it: a deep document must fail here, not in a RecursionError."""
+        try:
+            check_json_limits(value, str(info.field_name))
+        except InputTooLarge as exc:
+            raise PydanticCustomError("input_too_large", exc.relative()) from None
+        return value
 
     def __repr_args__(self):  # type: ignore[no-untyped-def,unused-ignore]
         for name, value in super().__repr_args__():
@@ -166,12 +179,28 @@ def _scrubbed(text: str, credentials: Mapping[str, Any] | None) -> str:
     return redact_text(text, extra=_leaf_strings(dict(credentials or {})))
 
 
-def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
-    try:  # the rule every request enforces, checked now rather than at the first sync
-        check_endpoint(item.api_endpoint, mapping=repr(item.system_name))
+def _check_endpoint(system_name: str, api_endpoint: str, rules: MappingRules | None) -> None:
+    """The rule every request enforces, checked now rather than at the first sync (no DNS yet)."""
+    allowed = rules.sync.allowed_hosts if rules is not None else ()
+    try:
+        EndpointPolicy.from_env(mapping=repr(system_name), allowed_hosts=allowed).check_url(api_endpoint)
     except EndpointRefused as exc:
         raise MappingError(str(exc)) from None
+
+
+def _check_limits(system_name: str, **documents: Any) -> None:
+    try:
+        for field, document in documents.items():
+            if document is not None:
+                check_json_limits(document, field)
+    except InputTooLarge as exc:
+        raise MappingError(f"mapping {system_name!r}: {exc}") from None
+
+
+def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
+    _check_limits(item.system_name, mapping_rules=item.mapping_rules, credentials=item.credentials)
     rules = _rules_or_error(item.system_name, item.mapping_rules)
+    _check_endpoint(item.system_name, item.api_endpoint, rules)
     try:
         stream = stream_of(item.provider_name, rules)
     except LookupError as exc:  # unknown provider
@@ -194,7 +223,9 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
     row.api_endpoint = item.api_endpoint
     row.api_version = item.api_version
     row.authentication_type = item.authentication_type
-    row.credentials = vault.encrypt(item.credentials)
+    credentials_changed = created or not _same_credentials(vault, row, item.credentials)
+    if credentials_changed:  # re-adding the same file keeps the ciphertext: nothing changed
+        row.credentials = vault.encrypt(item.credentials)
     row.mapping_rules = item.mapping_rules
     row.sync_frequency = item.sync_frequency
     # Re-adding a file must not undo a person's `disable`/`maintenance` or lift an `error` that
@@ -214,9 +245,22 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
     session.flush()
     fields = sorted(item.credentials)
     audit.record(session, "mapping.created" if created else "mapping.edited", row, details={"from": "file"})
-    if fields:
+    if fields and credentials_changed:
         audit.record(session, "credentials.changed", row, details={"fields": fields})
     return row, created
+
+
+def _same_credentials(vault: Vault, row: ExternalSystemMapping, credentials: Mapping[str, Any]) -> bool:
+    """Whether the row already holds exactly these credentials (False when they cannot be opened)."""
+    from esm_dagster.security.vault import VaultError
+
+    if not row.credentials:
+        return not credentials
+    try:
+        stored = vault.decrypt(row.credentials, mapping=repr(row.system_name))
+    except VaultError:
+        return False
+    return {k: v.reveal() for k, v in stored.items()} == {k: str(v) for k, v in credentials.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,6 +554,7 @@ def _edit_mapping(
     from pydantic import ValidationError
 
     name = row.system_name
+    _check_limits(name, mapping_rules=mapping_rules, credentials=credentials)
     try:
         edit = MappingEdit.model_validate(dict(changes))
     except ValidationError as exc:
@@ -525,11 +570,6 @@ def _edit_mapping(
             raise MappingError(
                 f"mapping {name!r}: system_name: {new_name!r} already has a {stream!r} mapping ({other.id})"
             )
-    if "api_endpoint" in values:
-        try:
-            check_endpoint(values["api_endpoint"], mapping=repr(name))
-        except EndpointRefused as exc:
-            raise MappingError(str(exc)) from None
     if mapping_rules is not None:
         rules = _rules_or_error(name, mapping_rules)
         try:
@@ -543,6 +583,11 @@ def _edit_mapping(
                 f"stream from {old.stream!r} (its asset, cursor and synced rows); add a new mapping instead"
             )
         values["mapping_rules"] = mapping_rules
+    if "api_endpoint" in values or mapping_rules is not None:  # a new endpoint or a new allowlist
+        current_rules: MappingRules | None = None  # the row's own rules may be broken: no allowlist
+        with contextlib.suppress(RulesError):
+            current_rules = parse_rules(mapping_rules if mapping_rules is not None else row.mapping_rules)
+        _check_endpoint(name, values.get("api_endpoint", row.api_endpoint), current_rules)
     if "sync_status" in values:  # `inactive` is `disable`; any other status is an enabled row
         values["is_active"] = values["sync_status"] != SyncStatus.INACTIVE
     changed = []

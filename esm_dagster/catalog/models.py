@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     Enum,
     Float,
@@ -466,3 +467,56 @@ class SyncConflict(Base):
 
 
 Index("ix_esm_sync_conflict_open", SyncConflict.mapping_id, SyncConflict.status, SyncConflict.external_id)
+
+
+class MessageStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed by a dispatcher; a stale claim is looked up before any resend
+    SENT = "sent"
+    FAILED = "failed"  # every route refused it for good (validation, auth): nothing was sent
+    NEEDS_PERSON = "needs_person"  # the outcome of a send cannot be known: never resent blindly
+
+
+class OutboundMessage(Base):
+    """One email, SMS or chat message waiting for (or done with) its delivery.
+
+    The queue row is the message's single source of truth: `idempotency_key` is unique, so the
+    same message enqueued twice is one row; `status` moves forward only, and a row leaves
+    `sending` for `sent` only with the mapping that sent it (`routed_mapping_id`) and the
+    provider's id. `routing` is the history of the delivery, one entry per mapping considered:
+    which mapping, and why it was skipped (circuit open, no recipient field), failed (the error
+    class) or sent it.
+    """
+
+    __tablename__ = "esm_outbound_message"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        CheckConstraint("status in ('queued', 'sending', 'sent', 'failed', 'needs_person')", name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    system_type: Mapped[SystemType] = mapped_column(_enum(SystemType, "system_type"), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    # Per-route extras (a Telegram chat id, an email for the email fallback): see sync/messages.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default=MessageStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    routed_mapping_id: Mapped[uuid.UUID | None] = mapped_column(
+        # Named by hand: the convention's name is longer than PostgreSQL's 63 characters.
+        Uuid,
+        ForeignKey(
+            "external_system_mapping.id", ondelete="SET NULL", name="fk_esm_outbound_message_routed_mapping"
+        ),
+    )
+    routing: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False, default=list)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column()
+    sent_at: Mapped[dt.datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_esm_outbound_message_queue", OutboundMessage.status, OutboundMessage.created_at)

@@ -23,11 +23,17 @@ REASONS = {
     "stuck_in_error": "The mapping has been in error for more than a day and its health probes "
     "keep failing. Check the provider's status and the last error.",
     "conflicts": "Two-way sync conflicts are waiting for a decision (`esm conflicts list`).",
+    "unverifiable_message": "An outbound message was sent through this mapping but its answer was "
+    "lost, and the provider offers no way to check whether it arrived. Look at the chat or the "
+    "provider's activity log, then resend or drop it (`esm messages list --status needs_person`).",
 }
 DUE_AFTER = dt.timedelta(days=1)
 
 # Error classes no retry or probe can fix: a person must issue new credentials.
 NEEDS_PERSON = frozenset({"auth", "credential_error"})
+# Provider codes (OAuth2, RFC 6749 §5.2) that say the grant itself is gone: a revoked or rotated-away
+# refresh token, a bad assertion. The mapping goes to `error` at once and an alert is sent.
+NEEDS_REAUTHORIZATION = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 
 def open_task(session: Session, mapping: ExternalSystemMapping, reason: str, detail: str = "") -> Task | None:

@@ -31,6 +31,8 @@ def prepare_environment() -> Path:
     home = esm_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ESM_HOME", str(home))
+    # Sandbox mode: the demo's mappings point at the emulators on loopback (security.endpoints).
+    os.environ.setdefault("ESM_ALLOW_LOOPBACK", "1")
     if not os.environ.get("ESM_FERNET_KEYS"):
         key_file = Path(os.environ.setdefault("ESM_FERNET_KEYS_FILE", str(home / "fernet.keys")))
         if not key_file.exists():
@@ -38,6 +40,11 @@ def prepare_environment() -> Path:
 
             key_file.write_text(generate_key() + "\n")
             key_file.chmod(0o600)
+    operator = home / "operator"
+    if not operator.exists():
+        # The demo catalog's admin runs the `esm` commands after `make demo` (README); a person
+        # who adds their own operators changes this file or sets ESM_USER.
+        operator.write_text(DEMO_OWNER + "\n")
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"

@@ -20,6 +20,7 @@ from esm_dagster.catalog.mappings import MappingSpec, load_specs, mark_error
 from esm_dagster.catalog.models import SyncStatus
 from esm_dagster.orchestration.assets import build_mapping_asset
 from esm_dagster.orchestration.health_asset import build_health_assets
+from esm_dagster.orchestration.messages_job import build_messages_sensor, messages_job
 from esm_dagster.orchestration.partitions import default_start
 from esm_dagster.orchestration.probe_job import probe_job
 from esm_dagster.orchestration.resources import CatalogResource, ProvidersResource, VaultResource
@@ -90,13 +91,17 @@ def defs_from_specs(specs: list[MappingSpec], database_url: str) -> dg.Definitio
         assets.append(build_mapping_asset(spec))
     groups, schedules = build_jobs_and_schedules(chosen, database_url)
     health, health_job, health_schedule = build_health_assets(default_start())
-    sensors = [build_run_failure_sensor(chosen, database_url), build_error_state_sensor(database_url)]
+    sensors = [
+        build_run_failure_sensor(chosen, database_url),
+        build_error_state_sensor(database_url),
+        build_messages_sensor(database_url),
+    ]
     real_time = build_real_time_sensor(groups, database_url)
     if real_time is not None:
         sensors.append(real_time)
     return dg.Definitions(
         assets=[*assets, health],
-        jobs=[*(g.job for g in groups), probe_job, health_job],
+        jobs=[*(g.job for g in groups), probe_job, health_job, messages_job],
         schedules=[*schedules, health_schedule],
         sensors=sensors,
         resources={

@@ -12,6 +12,8 @@ from esm_dagster.providers.base import Page, Provider, ProviderError, StreamSpec
 
 _REGISTRY: dict[str, str] = {
     "rest": "esm_dagster.providers.rest:RestProvider",
+    "paypal": "esm_dagster.providers.paypal:PayPalProvider",
+    "salesforce": "esm_dagster.providers.salesforce:SalesforceProvider",
     "stripe": "esm_dagster.providers.stripe:StripeProvider",
     "twilio": "esm_dagster.providers.twilio:TwilioProvider",
     "slack": "esm_dagster.providers.slack:SlackProvider",

@@ -19,12 +19,12 @@ from esm_dagster.providers import get_provider_class
 from esm_dagster.providers.base import Provider
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
-from esm_dagster.security.endpoints import check_endpoint
+from esm_dagster.security.endpoints import EndpointPolicy
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 from esm_dagster.transport.bucket import BucketLimits, TokenSource
 
-__all__ = ["ProviderConfigError", "build_provider", "rate_limits_of", "resolve_stream"]
+__all__ = ["ProviderConfigError", "build_provider", "endpoint_policy_of", "rate_limits_of", "resolve_stream"]
 
 # Fields that are tokens a credential is given, not the credential: never part of a bucket key.
 _TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "expires_at", "token_type", "scope"})
@@ -61,6 +61,19 @@ def rate_limits_of(row: ExternalSystemMapping) -> BucketLimits | None:
     return BucketLimits.from_rules(limiting.requests_per_minute, limiting.burst_limit)
 
 
+def endpoint_policy_of(row: ExternalSystemMapping) -> EndpointPolicy:
+    """The row's endpoint policy: the installation's settings plus its own allowlist and CA bundle."""
+    allowed: tuple[str, ...] = ()
+    ca_bundle = None
+    if row.mapping_rules:
+        try:
+            sync = parse_rules(row.mapping_rules).sync
+        except RulesError as exc:
+            raise ProviderConfigError(f"mapping {row.system_name!r}: mapping_rules.{exc}") from None
+        allowed, ca_bundle = sync.allowed_hosts, sync.ca_bundle
+    return EndpointPolicy.from_env(mapping=repr(row.system_name), allowed_hosts=allowed, ca_bundle=ca_bundle)
+
+
 def bucket_identity(cls: type[Provider], credentials: Mapping[str, Any]) -> Secret:
     """The credential's identity for its rate-limit bucket: its `IDENTITY_FIELDS`, else every
     field but issued tokens; the same account always lands in the same bucket."""
@@ -92,12 +105,14 @@ def build_provider(
     row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
 ) -> Provider:
     """The row's client; `catalog_url` (where the rate-limit buckets live) turns its limit on."""
-    base_url = check_endpoint(row.api_endpoint, mapping=repr(row.system_name))
+    endpoints = endpoint_policy_of(row)
+    base_url = endpoints.check_url(row.api_endpoint)
     cls = get_provider_class(row.provider_name)
     policy = TransportPolicy(
         retry_attempts=int(row.retry_attempts),
         timeout_seconds=float(row.timeout_seconds),
         limiter=_limiter(row, cls, base_url, credentials, catalog_url),
+        endpoints=endpoints,
     )
     ctx = ProviderContext(
         row=row, credentials=credentials, base_url=base_url, policy=policy, catalog_url=catalog_url

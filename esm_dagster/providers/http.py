@@ -32,6 +32,7 @@ from esm_dagster.providers.base import ErrorClass, Provider, ProviderError
 from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportMetrics, TransportPolicy
+from esm_dagster.transport.client import followed_url_problem, provider_client
 
 Parse = Literal["json", "jsonl", "text", "none"]
 QueryValue = str | int | float | Sequence[str]
@@ -127,11 +128,7 @@ class JsonHttpProvider(Provider):
         self._auth = auth
         self._secrets: tuple[Secret, ...] = tuple(secrets) + (auth_secrets(auth) if auth else ())
         self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(self.timeout_seconds),
-            follow_redirects=False,
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
-        )
+        self._client = client or provider_client(self.name, policy, secrets=self._secrets)
         self._headers = {"Accept": "application/json", "User-Agent": f"esm-dagster/{__version__}"}
         self._headers.update(headers or {})
         origin = urlsplit(self.base_url)
@@ -151,7 +148,7 @@ class JsonHttpProvider(Provider):
     # ---- calls ----------------------------------------------------------------------------------
     def url_for(self, path: str) -> str:
         """`base_url + path` for a path; an absolute URL only if it is on the mapping's origin."""
-        if "://" not in path:
+        if not urlsplit(path).scheme:  # a path, even one whose query holds a URL
             return self.base_url + path if path.startswith("/") else urljoin(self.base_url + "/", path)
         parts = urlsplit(path)
         if (parts.scheme, parts.netloc) != self._origin:
@@ -160,6 +157,16 @@ class JsonHttpProvider(Provider):
                 provider=self.name,
                 error_class="server",
                 code="foreign_url",
+                url=path,
+                secrets=self._secrets,
+            )
+        problem = followed_url_problem(self.policy, path)
+        if problem is not None:
+            raise ProviderError(
+                problem,
+                provider=self.name,
+                error_class="client",
+                code="endpoint_refused",
                 url=path,
                 secrets=self._secrets,
             )

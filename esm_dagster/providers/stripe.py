@@ -34,6 +34,7 @@ from esm_dagster.providers.context import ProviderContext
 from esm_dagster.providers.http import normalise_base_url, retry_after_seconds
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportMetrics, TransportPolicy
+from esm_dagster.transport.client import provider_client
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
 MAX_PAGE_SIZE = 100
@@ -156,11 +157,7 @@ class StripeProvider(Provider):
         self._secret = api_key
         self._auth = _BearerAuth(api_key)
         self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(self.timeout_seconds),
-            follow_redirects=False,  # a redirect must not carry the key anywhere
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
-        )
+        self._client = client or provider_client(self.name, self.policy, secrets=(api_key,))
         self._headers = {"Accept": "application/json", "User-Agent": f"esm-dagster/{__version__}"}
         if self.api_version:
             self._headers["Stripe-Version"] = self.api_version

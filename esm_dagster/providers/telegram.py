@@ -43,8 +43,10 @@ import httpx
 from esm_dagster.providers.base import CursorGuard, ErrorClass, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.providers.http import HttpResult, JsonHttpProvider, default_classification
+from esm_dagster.security.endpoints import EndpointPolicy
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
+from esm_dagster.transport.client import GuardedTransport
 
 MAX_PAGE_SIZE = 100  # getUpdates limit is 1..100
 TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
@@ -154,13 +156,17 @@ class TelegramProvider(JsonHttpProvider):
         if _BOT_PATH.search(urlsplit(base_url).path):
             # Never echo it: the path would hold the token, which belongs in credentials.bot_token.
             raise ValueError("Telegram base_url must be the API host only (no /bot... path)")
-        inner = transport or httpx.HTTPTransport(
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8)
+        # The endpoint guard (checked, pinned, TLS-verified) under the token-in-path rewriting.
+        inner = transport or GuardedTransport(
+            policy.endpoints if policy.endpoints is not None else EndpointPolicy.from_env(),
+            provider="telegram",
+            secrets=(token,),
         )
         client = httpx.Client(
             transport=TokenPathTransport(token, inner),
             timeout=httpx.Timeout(policy.timeout_seconds),
             follow_redirects=False,
+            trust_env=False,
         )
         # The secret half alone must be masked too: a percent-encoded token no longer contains ":".
         halves = tuple(Secret(part) for part in token.reveal().split(":", 1)[1:] if part)

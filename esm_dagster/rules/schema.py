@@ -350,6 +350,11 @@ class SyncConfig(BaseModel):
     # An incremental run starts this long before the high-water mark: a record whose cursor value
     # (`created`) is older than the moment it becomes listable is still read. Re-reads are upserts.
     lookback_seconds: int = Field(default=300, ge=0, le=7 * 86400)
+    # Hosts (names, IPs or CIDR networks) this mapping may reach although they resolve to private
+    # addresses (a self-hosted ERP on the LAN); `security.endpoints` explains the policy.
+    allowed_hosts: tuple[str, ...] = Field(default=(), max_length=100)
+    # A PEM file of the CAs that issued the endpoint's certificate, trusted instead of the public ones.
+    ca_bundle: str | None = Field(default=None, min_length=1, max_length=1000)
     # Two-way sync (`sync.twoway`): the writes that push internal changes, where the provider's own
     # modification time of a record is (for `latest_wins`), and what a provider deletion does.
     outbound: OutboundConfig | None = None
@@ -371,6 +376,17 @@ class SyncConfig(BaseModel):
     def _key(cls, v: str) -> str:
         if reason := _check_path(v):
             raise ValueError(reason)
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from esm_dagster.security.endpoints import EndpointRefused, parse_allowed_hosts
+
+        try:
+            parse_allowed_hosts(v, source="allowed_hosts")
+        except EndpointRefused as exc:
+            raise ValueError(str(exc).removeprefix("allowed_hosts: ")) from None
         return v
 
     @field_validator("cron")

@@ -14,4 +14,7 @@ switch (`emulator.faults`) for outages, rate limits, slow answers and dropped co
   provider (CLI: `python -m esm_dagster.sandbox.booking`)
 - `esm_dagster.sandbox.hubspot.HubSpotEmulator` (CLI: `python -m esm_dagster.sandbox.hubspot`)
 - `esm_dagster.sandbox.mailchimp.MailchimpEmulator` (CLI: `python -m esm_dagster.sandbox.mailchimp`)
+- `esm_dagster.sandbox.paypal.PayPalEmulator` (CLI: `python -m esm_dagster.sandbox.paypal`)
+- `esm_dagster.sandbox.salesforce.SalesforceEmulator` (CLI: `python -m esm_dagster.sandbox.salesforce`)
+- `esm_dagster.sandbox.oauth.OAuthTokenServer`: the OAuth2 token endpoint those two embed
 """

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -250,6 +251,9 @@ class FaultSwitch:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a burst of new connections (concurrent runs, 30
+    # partitions) would stall about a second each beyond that, which no real API does.
+    request_queue_size = 128
     emulator: LoopbackEmulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -335,6 +339,7 @@ class LoopbackEmulator:
         self._times: collections.deque[float] = collections.deque(maxlen=self.request_log_limit)
         self._count = 0
         self.faults = FaultSwitch()
+        self._tls = False
 
     # ---- to implement -------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -367,6 +372,18 @@ class LoopbackEmulator:
         self._thread.start()
         return self
 
+    def serve_tls(self, context: ssl.SSLContext) -> Self:
+        """Answer over TLS from now on (call after `start()`; `url` becomes https).
+
+        For tests of certificate validation: the emulator behind the certificate a test made.
+        A client that rejects the certificate only fails its own handshake.
+        """
+        if self._server is None:
+            raise RuntimeError("emulator is not running; call start()")
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._tls = True
+        return self
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
@@ -397,7 +414,7 @@ class LoopbackEmulator:
     @property
     def url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:

@@ -69,16 +69,34 @@ def _operators(url: str) -> dict[str, str]:
     return {str(email).strip().lower(): str(role) for email, role in rows if email and role is not None}
 
 
+OPERATOR_FILE = "operator"
+
+
+def default_operator() -> str | None:
+    """`ESM_USER`, else the email in `$ESM_HOME/operator` (which `esm demo` writes for its own
+    catalog, like git's user.email): who runs `esm` when the command line does not say."""
+    from esm_dagster.catalog.db import esm_home
+
+    name = os.environ.get("ESM_USER", "").strip()
+    if name:
+        return name
+    try:
+        return (esm_home() / OPERATOR_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def identify(url: str, requested: str | None = None) -> Operator:
-    """The operator this command runs as: `requested` (`--as`), else `ESM_USER`."""
-    name = (requested or os.environ.get("ESM_USER") or "").strip()
+    """The operator this command runs as: `requested` (`--as`), else `default_operator()`."""
+    name = (requested or default_operator() or "").strip()
     operators = _operators(url)
     if not operators:
         return Operator(name or LOCAL, UserRole.ADMIN.value, single_operator_mode=True)
     if not name:
         some = ", ".join(sorted(operators)[:3]) + (", ..." if len(operators) > 3 else "")
         raise AccessDenied(
-            f"this catalog has operators ({some}): say who you are with --as EMAIL or ESM_USER=EMAIL"
+            f"this catalog has operators ({some}): say who you are with --as EMAIL or ESM_USER=EMAIL "
+            "(or put the email in $ESM_HOME/operator)"
         )
     role = operators.get(name.lower())
     if role is None:

@@ -103,6 +103,7 @@ class Vault:
                 ) from None
         if not fernets:
             raise VaultError("a vault needs at least one key")
+        self._newest = fernets[0]
         self._fernet = MultiFernet(fernets)
 
     @classmethod
@@ -133,6 +134,17 @@ class Vault:
                 f"mapping {mapping}: credentials cannot be decrypted with any key in {self.source}"
             ) from None
         return {str(k): Secret(str(v)) for k, v in plain.items()}
+
+    def is_current(self, stored: Mapping[str, Any] | None) -> bool:
+        """True when the newest key alone opens `stored`: rotation has nothing to do for it."""
+        token = (stored or {}).get(CIPHERTEXT_FIELD)
+        if not token:
+            return False
+        try:
+            self._newest.decrypt(str(token).encode())
+        except InvalidToken:
+            return False
+        return True
 
     def rotate(self, stored: Mapping[str, Any]) -> dict[str, str]:
         """Re-encrypt under the newest key."""

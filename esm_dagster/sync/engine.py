@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from esm_dagster.alerts import Alert, AlertDispatcher, channels_from_env
 from esm_dagster.catalog import audit
 from esm_dagster.catalog.circuit import CIRCUIT_OPEN, circuit_of, trial_in_progress
 from esm_dagster.catalog.db import get_engine, session_factory
@@ -40,8 +41,8 @@ from esm_dagster.catalog.mappings import (
     rules_problem,
     stream_of,
 )
-from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState
-from esm_dagster.catalog.tasks import NEEDS_PERSON, open_task
+from esm_dagster.catalog.models import ExternalSystemMapping, QuarantineRecord, SyncRun, SyncState, SyncStatus
+from esm_dagster.catalog.tasks import NEEDS_PERSON, NEEDS_REAUTHORIZATION, open_task
 from esm_dagster.catalog.types import utc_stamp, utcnow
 from esm_dagster.providers.base import Page, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
@@ -99,6 +100,7 @@ class SyncReport:
     tables: dict[str, int] = field(default_factory=dict)
     recovered: bool = False  # the mapping was in `error` and this sync brought it back
     error_class: str | None = None
+    error_code: str | None = None  # the provider's code (`invalid_grant`) when a ProviderError ended the run
     error: str | None = None
     # The mapping's circuit when the run began: closed, open, half_open (this run is the trial),
     # or "... (forced)" when `force` ran it past an open circuit.
@@ -152,6 +154,7 @@ def target_tables(url: str, plan: RulesPlan) -> dict[str, sa.Table]:
     return {t: ensure_table(engine, t, cols) for t, cols in plan.table_columns().items()}
 
 
+@audit.catalog_of_first_argument
 def run_mapping(
     url: str,
     mapping_ref: str,
@@ -260,6 +263,7 @@ def run_mapping(
             _take_metrics(report, provider)
         report.status = "failed"
         report.error_class = error_class_of(exc)
+        report.error_code = exc.code if isinstance(exc, ProviderError) else None
         report.error = redact_text(describe_error(exc), extra=secret_values(locals()))
         report.duration_seconds = round(time.perf_counter() - started, 3)
         _finish(url, mapping_id, run_id, report, rules.sync.error_threshold)
@@ -618,6 +622,7 @@ def _finish(
     error_threshold: int = DEFAULT_ERROR_THRESHOLD,
 ) -> None:
     """Record the outcome on the sync run and on the mapping row."""
+    reauthorize: Alert | None = None
     Session = session_factory(url)
     with Session.begin() as session:
         run = session.get(SyncRun, run_id)
@@ -644,3 +649,25 @@ def _finish(
             if row is not None and report.error_class in NEEDS_PERSON:
                 # However the sync was started (`esm sync`, Dagster), revoked keys need a person.
                 open_task(session, row, "credentials", report.error or "")
+            if row is not None and report.error_code in NEEDS_REAUTHORIZATION:
+                # A revoked grant fails every retry alike: in error now, not after the threshold.
+                if row.sync_status == SyncStatus.ACTIVE:
+                    row.sync_status = SyncStatus.ERROR
+                reauthorize = Alert.mapping_error(
+                    mapping_id=mapping_id,
+                    episode=str(run_id),
+                    message=f"{report.error} The mapping needs new credentials (re-authorization).",
+                    mapping_name=row.system_name,
+                    asset_key=report.asset_key or None,
+                    error_class=report.error_class,
+                )
+    if reauthorize is not None:
+        _send_alert(url, reauthorize)
+
+
+def _send_alert(url: str, alert: Alert) -> None:
+    """Deliver now, whoever started the run (`esm sync` has no sensor behind it); never raises."""
+    try:
+        AlertDispatcher(url, channels_from_env()).send(alert)
+    except Exception as exc:  # a broken alerts file must not turn a recorded failure into a crash
+        log.warning(f"alert for mapping {alert.mapping_name!r} not sent: {redact_text(str(exc))}")

@@ -59,13 +59,14 @@ def write_records(
     keys: Sequence[str],
     *,
     attempts: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> list[WriteOutcome]:
     """Write `records[i]` with `keys[i]`, batched by the write's `max_batch`; one outcome per record.
 
     A failure of one batch is recorded on its records and the next batch goes on: the caller
     decides what a failed record means (quarantine, retry next run). `attempts` bounds the resends
-    of an `idempotency="none"` write (default: the provider policy's `retry_attempts + 1`).
+    of an `idempotency="none"` write (default: the provider policy's `retry_attempts + 1`); the
+    waits between them go through the policy (its sleep, its metrics) unless `sleep` is given.
     """
     if len(records) != len(keys):
         raise ValueError("records and keys must have the same length")
@@ -108,7 +109,7 @@ def _write_unguarded(
     key: str,
     limit: int,
     policy: TransportPolicy | None,
-    sleep: Callable[[float], None],
+    sleep: Callable[[float], None] | None,
 ) -> WriteOutcome:
     """One record of a write the provider cannot deduplicate: look up before every resend."""
     attempt = 0
@@ -132,4 +133,9 @@ def _write_unguarded(
         log.info(
             f"{provider.name} {name}: attempt {attempt} failed ({failure.error_class}); resend in {wait:.2f} s"
         )
-        sleep(wait)
+        if sleep is not None:
+            sleep(wait)
+        elif policy is not None:
+            policy.pause(wait, rate_limited=failure.error_class == "rate_limit")
+        else:
+            time.sleep(wait)

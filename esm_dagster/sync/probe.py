@@ -38,6 +38,7 @@ class ProbeResult:
     error: str | None = None
 
 
+@audit.catalog_of_first_argument
 def probe_mapping(
     url: str,
     mapping_ref: str,

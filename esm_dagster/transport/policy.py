@@ -18,6 +18,10 @@ Providers do not retry: they classify each failure as a `ProviderError` with `re
   policy sleeps the wait the bucket names and asks again, and counts each wait as a rate-limit
   wait (not a retry). Without one, calls are not throttled.
 
+`endpoints` is the mapping's `EndpointPolicy` (where its calls may go, which CAs it trusts); the
+provider's client (`transport.client.provider_client`) enforces it. None: the installation's
+settings alone (`EndpointPolicy.from_env()`).
+
 `timeout_seconds` is the per-request timeout the provider gives its HTTP client: the policy cannot
 interrupt a blocking call, but owning the number keeps a mapping's `timeout_seconds` and
 `retry_attempts` together in one object.
@@ -32,6 +36,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from esm_dagster.providers.base import ProviderError
+from esm_dagster.security.endpoints import EndpointPolicy
 from esm_dagster.transport.bucket import TokenSource
 from esm_dagster.transport.metrics import TransportMetrics
 
@@ -51,6 +56,7 @@ class TransportPolicy:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         limiter: TokenSource | None = None,
+        endpoints: EndpointPolicy | None = None,
     ) -> None:
         if retry_attempts < 0:
             raise ValueError("retry_attempts must be >= 0")
@@ -65,6 +71,7 @@ class TransportPolicy:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # jitter, not secrets
         self.limiter = limiter
+        self.endpoints = endpoints
         self.metrics = TransportMetrics()
 
     def __repr__(self) -> str:
@@ -112,6 +119,12 @@ class TransportPolicy:
                 raise
             self.metrics.record_call(time.perf_counter() - started)
             return result
+
+    def pause(self, seconds: float, *, rate_limited: bool = False) -> None:
+        """Wait before a resend the caller decided on (outbound writes that reconcile first),
+        counted in the metrics like the policy's own retries."""
+        self.metrics.record_wait(seconds, rate_limited=rate_limited)
+        self._sleep(seconds)
 
     def _take_token(self, what: str) -> None:
         """Block until the limiter hands out a token (at once without a limiter)."""

@@ -188,3 +188,14 @@ def test_a_backfill_and_a_manual_run_in_dagster_are_audited(demo: str) -> None:
         ("sync.manual", "dagster", "dagster", run_id),
         ("credentials.read", "dagster", "dagster", run_id),
     ]
+
+
+def test_re_adding_the_same_file_changes_no_credentials(
+    db_url: str, fernet_key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
+    assert main(["db", "upgrade"]) == 0
+    for _ in range(2):
+        assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    actions = [r["action"] for r in reversed(audit_rows(capsys))]
+    assert actions == ["mapping.created", "credentials.changed", "mapping.edited"]

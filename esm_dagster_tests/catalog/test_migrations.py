@@ -222,3 +222,37 @@ def test_audit_log_migration_adds_its_table_and_append_only_triggers(blank_db: s
         assert set(sa.inspect(conn).get_table_names()) == before
     upgrade(blank_db)  # and up again: the PostgreSQL function was dropped with the table
     assert current_revision(blank_db) == HEAD
+
+
+def test_outbound_messages_migration_adds_its_table_and_keeps_the_shared_enum(blank_db: str) -> None:
+    from esm_dagster.catalog.migrate import downgrade
+
+    upgrade(blank_db, "0005_audit_log")
+    with get_engine(blank_db).connect() as conn:
+        before = set(sa.inspect(conn).get_table_names())
+    upgrade(blank_db, "0006_outbound_messages")
+    engine = get_engine(blank_db)
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert set(inspector.get_table_names()) == before | {"esm_outbound_message"}
+        (unique,) = inspector.get_unique_constraints("esm_outbound_message")
+        assert unique["column_names"] == ["idempotency_key"]
+    row = {
+        "id": uuid.uuid4().hex, "st": "sms_provider", "now": dt.datetime.now(dt.UTC), "key": "k1",
+    }  # fmt: skip
+    insert = (
+        "insert into esm_outbound_message (id, system_type, recipient, body, payload, idempotency_key, "
+        "status, attempts, routing, created_at) values (:id, :st, '+15550100', 'hi', '{}', :key, "
+        ":status, 0, '[]', :now)"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(insert), {**row, "status": "queued"})
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # same key: one message
+        conn.execute(sa.text(insert), {**row, "id": uuid.uuid4().hex, "status": "queued"})
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # no such status
+        conn.execute(sa.text(insert), {**row, "id": uuid.uuid4().hex, "key": "k2", "status": "lost"})
+    downgrade(blank_db, "0005_audit_log")
+    with get_engine(blank_db).connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == before
+    upgrade(blank_db)  # the shared system_type enum survived the downgrade and is not recreated
+    assert current_revision(blank_db) == HEAD
