@@ -365,6 +365,10 @@ def secret_values(scope: dict[str, Any]) -> list[str]:
 def error_class_of(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
         return exc.error_class
+    from esm_dagster.sync.twoway import RoundFailed  # late: twoway builds on this module
+
+    if isinstance(exc, RoundFailed):
+        return exc.error_class
     if isinstance(exc, VaultError):
         return "credential_error"
     if isinstance(exc, (RulesError, MappingError, ValueError)):

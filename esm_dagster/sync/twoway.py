@@ -44,7 +44,15 @@ DELETE_COLUMNS = {"is_deleted": "boolean", "deleted_at": "timestamp"}
 
 
 class RoundFailed(RuntimeError):
-    """A round that applied what it could but must not count as a success (message names why)."""
+    """A round that applied what it could but must not count as a success (message names why).
+
+    `error_class` is the first failed push's (`auth` after a 401 opens a credentials task like any
+    sync), else `validation` (a refused reconciliation, a value that cannot be written back).
+    """
+
+    def __init__(self, message: str, error_class: str = "validation") -> None:
+        super().__init__(message)
+        self.error_class = error_class
 
 
 def outbound_config(rules: MappingRules) -> OutboundConfig:
@@ -315,10 +323,12 @@ def run_round(ctx: Any, provider: Provider, *, now: dt.datetime | None = None) -
         if deletions:
             _apply_deletions(conn, table, ctx, shadows, by_external, deletions, rules.sync.delete_mode, now)
             report.records_deleted += len(deletions)
-    problems.extend(_push(ctx, provider, table, table_name, pushes, rules, now))
+    failed_classes: list[str] = []
+    problems.extend(_push(ctx, provider, table, table_name, pushes, rules, now, failed_classes))
     if problems:
         raise RoundFailed(
-            "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
+            failed_classes[0] if failed_classes else "validation",
         )
 
 
@@ -654,8 +664,12 @@ def _push(
     pushes: list[_Push],
     rules: MappingRules,
     now: dt.datetime,
+    failed_classes: list[str],
 ) -> list[str]:
-    """Send the pushes, write by write and in `batch_size` chunks; a shadow moves only on success."""
+    """Send the pushes, write by write and in `batch_size` chunks; a shadow moves only on success.
+
+    The error class of each failed push is appended to `failed_classes`.
+    """
     problems: list[str] = []
     report = ctx.report
     engine = get_engine(ctx.url)
@@ -670,6 +684,8 @@ def _push(
                 for push, outcome in zip(chunk, outcomes, strict=True):
                     if outcome.status == "failed":
                         report.push_failures += 1
+                        if outcome.error is not None:
+                            failed_classes.append(outcome.error.error_class)
                         problems.append(f"{write} for {push.external_id or push.row}: {outcome.error}")
                         continue
                     report.records_pushed += 1
