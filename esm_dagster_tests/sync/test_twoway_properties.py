@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from esm_dagster.catalog.conflicts import list_conflicts, resolve_conflict
 from esm_dagster.catalog.db import session_factory
 from esm_dagster.catalog.mappings import MappingInput, slugify, upsert_mapping
-from esm_dagster.catalog.migrate import upgrade
 from esm_dagster.sandbox.stripe import StripeEmulator
 from esm_dagster.security.vault import Vault
 from esm_dagster.sync.engine import run_mapping
@@ -108,12 +107,11 @@ def _check_round(
 
 
 @pytest.mark.parametrize("policy", ["external_wins", "internal_wins", "latest_wins", "manual"])
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=rounds)
 def test_both_sides_agree_and_a_second_sync_writes_nothing(
     db_url: str, fernet_key: str, policy: str, plan: list[list[tuple[Any, ...]]]
 ) -> None:
-    upgrade(db_url)
     name = f"Members {next(_names)}"
     source = f"{slugify(name)}/customers"
     start = [{"full_name": f"Member {n}", "balance": Decimal("10")} for n in range(RECORDS)]
