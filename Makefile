@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 # database schema, ESM_HOME and emulator ports. PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 4
 UI_PORT ?= 3000
+# `make prod-check` creates (and drops) a scratch database on this server.
+PROD_CHECK_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: install demo test test-fast lint format bench ui clean-demo
+.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check celery-worker
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "esm_dagster needs Python 3.11+; set PY=python3.11")'
@@ -31,19 +33,35 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check esm_dagster esm_dagster_tests benchmarks
-	$(BIN)/ruff format --check esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff check esm_dagster esm_dagster_tests benchmarks deploy
+	$(BIN)/ruff format --check esm_dagster esm_dagster_tests benchmarks deploy
 	$(BIN)/mypy esm_dagster
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix esm_dagster esm_dagster_tests benchmarks
-	$(BIN)/ruff format esm_dagster esm_dagster_tests benchmarks
+	$(BIN)/ruff check --fix esm_dagster esm_dagster_tests benchmarks deploy
+	$(BIN)/ruff format esm_dagster esm_dagster_tests benchmarks deploy
 
+# The figures of issue 8 (benchmarks/report.py), written to benchmarks/results/bench.{md,json}.
+# Installs the `bench` extra (dlt) first; never part of `make test`. BENCH_ARGS picks sizes.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.inbound
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -m benchmarks.report $(BENCH_ARGS)
 
 ui: $(STAMP)
 	$(BIN)/esm ui --ui-port $(UI_PORT)
 
 clean-demo:
 	rm -rf .esm
+
+# The production profile (deploy/dagster.prod.yaml) on a real PostgreSQL: queue, daemon, run, read-back.
+prod-check: $(STAMP)
+	$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'
+
+# One Celery worker for `deploy.celery_defs` (needs DAGSTER_HOME on the PostgreSQL profile and the
+# code location's environment): CELERY_QUEUE, CELERY_CONCURRENCY.
+CELERY_QUEUE ?= dagster
+CELERY_CONCURRENCY ?= 2
+celery-worker: $(STAMP)
+	PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		-y deploy/celery.yaml -q $(CELERY_QUEUE) -- -c $(CELERY_CONCURRENCY)

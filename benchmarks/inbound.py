@@ -23,6 +23,27 @@ KEY = "sk_test_benchbenchbench0123456789"
 RESULTS = Path(__file__).with_name("results")
 
 
+def _status_mb(field: str) -> float | None:
+    """A `VmHWM`/`VmRSS` line of /proc/self/status in MB (Linux), else None.
+
+    Not `ru_maxrss`: Linux keeps that across `execve`, so a child started by a big parent
+    would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def child(url: str, database_url: str) -> None:
     """Register the demo's charges mapping, sync it once, print the figures as JSON."""
     from esm_dagster.catalog.db import session_factory
@@ -45,7 +66,7 @@ def child(url: str, database_url: str) -> None:
     charges.pop("created_by", None)
     with session_factory(database_url).begin() as session:
         upsert_mapping(session, Vault.from_env(), MappingInput.model_validate(charges))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _status_mb("VmRSS") or _peak_rss_mb()
     started = time.perf_counter()
     report = run_mapping(database_url, "stripe/charges")
     seconds = time.perf_counter() - started
@@ -58,8 +79,8 @@ def child(url: str, database_url: str) -> None:
                 "pages": report.pages,
                 "seconds": round(seconds, 3),
                 "records_per_second": round(report.records_read / seconds),
-                "rss_before_sync_mb": round(rss_before / 1024, 1),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "rss_before_sync_mb": rss_before,
+                "peak_rss_mb": _peak_rss_mb(),
             }
         )
     )
@@ -80,8 +101,11 @@ def start_emulator(charges: int) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-def measure(size: int, database_url: str | None) -> dict[str, object]:
-    proc, url = start_emulator(size)
+def measure(size: int, database_url: str | None, url: str | None = None) -> dict[str, object]:
+    """One esm_dagster sync of `size` charges; against `url` if given, else a fresh emulator."""
+    proc = None
+    if url is None:
+        proc, url = start_emulator(size)
     schema = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -95,8 +119,9 @@ def measure(size: int, database_url: str | None) -> dict[str, object]:
             )  # fmt: skip
             figures = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
         if database_url and schema:
             _drop_pg_schema(database_url, schema)
     return {"charges": size, "engine": (database_url or "sqlite").split(":")[0], **figures}
@@ -145,8 +170,9 @@ def main() -> int:
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
     if len(rows) >= 2:
-        growth = (float(rows[-1]["peak_rss_mb"]) - float(rows[-1]["rss_before_sync_mb"])) / max(
-            1.0, float(rows[0]["peak_rss_mb"]) - float(rows[0]["rss_before_sync_mb"])
+        last, first = rows[-1], rows[0]
+        growth = (float(str(last["peak_rss_mb"])) - float(str(last["rss_before_sync_mb"]))) / max(
+            1.0, float(str(first["peak_rss_mb"])) - float(str(first["rss_before_sync_mb"]))
         )
         print(f"\nsync memory growth {rows[-1]['charges']} vs {rows[0]['charges']}: {growth:.2f}x")
     RESULTS.mkdir(exist_ok=True)

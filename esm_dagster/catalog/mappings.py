@@ -188,6 +188,30 @@ def _check_endpoint(system_name: str, api_endpoint: str, rules: MappingRules | N
         raise MappingError(str(exc)) from None
 
 
+def _check_authentication(
+    system_name: str,
+    provider_name: str,
+    auth_type: str,
+    credentials: Mapping[str, Any],
+    rules: MappingRules | None,
+) -> None:
+    """The provider takes this `authentication_type` and the credentials have the fields it needs."""
+    from esm_dagster.providers import get_provider_class
+    from esm_dagster.providers.auth_types import authentication_problem
+
+    try:
+        cls = get_provider_class(provider_name)
+        problem = authentication_problem(
+            cls, provider_name, auth_type, credentials, mapping=system_name, rules=rules
+        )
+    except LookupError as exc:
+        raise MappingError(f"mapping {system_name!r}: provider_name: {exc}") from None
+    except ValueError as exc:  # a provider configured by its rules (`rest`) whose block is wrong
+        raise MappingError(f"mapping {system_name!r}: mapping_rules.{exc}") from None
+    if problem is not None:
+        raise MappingError(problem)
+
+
 def _check_limits(system_name: str, **documents: Any) -> None:
     try:
         for field, document in documents.items():
@@ -207,6 +231,9 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
         raise MappingError(f"mapping {item.system_name!r}: provider_name: {exc}") from None
     except ValueError as exc:  # unknown stream
         raise MappingError(f"mapping {item.system_name!r}: mapping_rules.{exc}") from None
+    _check_authentication(
+        item.system_name, item.provider_name, item.authentication_type, item.credentials, rules
+    )
     owner = None
     if item.created_by:
         owner = session.scalar(select(User).where(User.email == item.created_by, User.role.is_not(None)))
@@ -513,6 +540,7 @@ class MappingEdit(BaseModel):
     system_name: str | None = Field(default=None, min_length=1, max_length=100)
     api_endpoint: str | None = Field(default=None, min_length=1, max_length=500)
     api_version: str | None = None
+    authentication_type: AuthenticationType | None = None
     sync_frequency: SyncFrequency | None = None
     sync_status: SyncStatus | None = None
     priority: int | None = Field(default=None, ge=0, le=100)
@@ -588,6 +616,8 @@ def _edit_mapping(
         with contextlib.suppress(RulesError):
             current_rules = parse_rules(mapping_rules if mapping_rules is not None else row.mapping_rules)
         _check_endpoint(name, values.get("api_endpoint", row.api_endpoint), current_rules)
+    if credentials is not None or values.get("authentication_type") not in (None, row.authentication_type):
+        _recheck_authentication(session, row, values, mapping_rules, credentials, vault)
     if "sync_status" in values:  # `inactive` is `disable`; any other status is an enabled row
         values["is_active"] = values["sync_status"] != SyncStatus.INACTIVE
     changed = []
@@ -611,3 +641,29 @@ def _edit_mapping(
         if credentials is not None:
             audit.record(session, "credentials.changed", row, details={"fields": sorted(credentials)})
     return changed
+
+
+def _recheck_authentication(
+    session: Session,
+    row: ExternalSystemMapping,
+    values: Mapping[str, Any],
+    mapping_rules: dict[str, Any] | None,
+    credentials: dict[str, str] | None,
+    vault: Vault | None,
+) -> None:
+    """An edit of the credentials or of `authentication_type`, checked as a new row would be.
+
+    A new type with the stored credentials needs their field names: they are decrypted for that
+    (audited as a read), and no value leaves this function.
+    """
+    rules: MappingRules | None = None
+    with contextlib.suppress(RulesError):
+        rules = parse_rules(mapping_rules if mapping_rules is not None else row.mapping_rules)
+    auth_type = values.get("authentication_type") or row.authentication_type
+    if credentials is None:
+        stored = (vault or Vault.from_env()).decrypt(row.credentials, mapping=repr(row.system_name))
+        audit.record(session, "credentials.read", row, details={"purpose": "authentication_type check"})
+        fields: Mapping[str, Any] = stored
+    else:
+        fields = credentials
+    _check_authentication(row.system_name, row.provider_name, str(auth_type), fields, rules)

@@ -18,6 +18,7 @@ from esm_dagster.catalog.mappings import MappingSpec
 from esm_dagster.orchestration.naming import tag_value
 from esm_dagster.orchestration.partitions import cadence_of, partitions_for, window_seconds
 from esm_dagster.orchestration.resources import CatalogResource, ProvidersResource, VaultResource
+from esm_dagster.proxy.tags import launched_by
 from esm_dagster.security.redact import redact_text
 from esm_dagster.sync.engine import SyncFailed, SyncReport, run_mapping
 from esm_dagster.sync.since import parse_since
@@ -189,9 +190,9 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
         by_window = not (config.full_refresh or config.since or config.incremental)
         if partition_key is not None and partitions_def is not None and by_window:
             window = window_seconds(partitions_def, partition_key)
-        actor = audit.Actor(audit.DAGSTER, None, "dagster", context.run.run_id)
+        actor = run_actor(context.run.tags, context.run.run_id)
         trigger = sync_trigger(context.run.tags)
-        if trigger is not None:  # a person launched it (the UI has no login: who is not known)
+        if trigger is not None:  # a person launched it: named when the UI proxy stamped the run
             audit.record_now(
                 catalog.database_url,
                 trigger,
@@ -246,6 +247,16 @@ def sync_trigger(tags: Mapping[str, str]) -> str | None:
     if "dagster/schedule_name" in tags or "dagster/sensor_name" in tags:
         return None
     return "sync.manual"
+
+
+def run_actor(tags: Mapping[str, str], run_id: str) -> audit.Actor:
+    """Who the run's audit entries name: the operator the UI proxy stamped on the run
+    (`esm/launched_by`), else `dagster` (launched without the proxy, or by a schedule or sensor)."""
+    launcher = launched_by(tags)
+    if launcher is None:
+        return audit.Actor(audit.DAGSTER, None, "dagster", run_id)
+    name, role = launcher
+    return audit.Actor(name, role, "dagster-ui", run_id)
 
 
 def alert_recovered(database_url: str, spec: MappingSpec, run_id: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
@@ -205,6 +205,30 @@ class Provider(abc.ABC):
     # server drops, every update below the offset it is asked for): the engine then stores each page
     # before it asks for the next one and does not read ahead.
     consuming_reads: ClassVar[bool] = False
+    # The `authentication_type` values a mapping of this provider may declare, and for each the
+    # credential shapes it accepts: one shape is a tuple of fields that must all be set, a field
+    # written `a|b` is satisfied by either name. Checked when a row is written
+    # (`providers.auth_types.check_authentication`), so a mismatch is refused before any sync.
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset()
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {}
+
+    @classmethod
+    def auth_types(cls, rules: MappingRules | None = None) -> frozenset[str]:
+        """The auth types a mapping with these rules may declare (`rest` reads its `x-rest.auth`)."""
+        return cls.AUTH_TYPES
+
+    @classmethod
+    def credential_shapes(
+        cls, auth_type: str, rules: MappingRules | None = None
+    ) -> tuple[tuple[str, ...], ...]:
+        """The credential shapes `auth_type` accepts; empty: it needs no field."""
+        return cls.CREDENTIAL_SHAPES.get(auth_type, ())
+
+    @classmethod
+    def identity_fields(cls, credentials: Mapping[str, Any]) -> tuple[str, ...]:
+        """The `IDENTITY_FIELDS` that name this credential's account (a provider with two kinds of
+        credential picks the fields of the kind it holds)."""
+        return cls.IDENTITY_FIELDS
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

@@ -16,6 +16,7 @@ from typing import Any
 from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.catalog.rate_limits import SharedTokenBucket, credential_bucket_key
 from esm_dagster.providers import get_provider_class
+from esm_dagster.providers.auth_types import WEBHOOK, webhook_only_refusal
 from esm_dagster.providers.base import Provider
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
@@ -77,7 +78,9 @@ def endpoint_policy_of(row: ExternalSystemMapping) -> EndpointPolicy:
 def bucket_identity(cls: type[Provider], credentials: Mapping[str, Any]) -> Secret:
     """The credential's identity for its rate-limit bucket: its `IDENTITY_FIELDS`, else every
     field but issued tokens; the same account always lands in the same bucket."""
-    names = cls.IDENTITY_FIELDS or tuple(sorted(k for k in credentials if k not in _TOKEN_FIELDS))
+    names = cls.identity_fields(credentials) or tuple(
+        sorted(k for k in credentials if k not in _TOKEN_FIELDS)
+    )
     present = [(name, credentials.get(name)) for name in names if credentials.get(name)]
     values = [(name, value.reveal() if isinstance(value, Secret) else str(value)) for name, value in present]
     if len(values) == 1:
@@ -105,9 +108,12 @@ def build_provider(
     row: ExternalSystemMapping, credentials: dict[str, Any], *, catalog_url: str | None = None
 ) -> Provider:
     """The row's client; `catalog_url` (where the rate-limit buckets live) turns its limit on."""
+    cls = get_provider_class(row.provider_name)
+    if str(row.authentication_type) == WEBHOOK:  # nothing to call the API with: refuse, send nothing
+        others = [kind for kind in cls.AUTH_TYPES if kind != WEBHOOK]
+        raise ProviderConfigError(webhook_only_refusal(row.system_name, cls.name, others))
     endpoints = endpoint_policy_of(row)
     base_url = endpoints.check_url(row.api_endpoint)
-    cls = get_provider_class(row.provider_name)
     policy = TransportPolicy(
         retry_attempts=int(row.retry_attempts),
         timeout_seconds=float(row.timeout_seconds),

@@ -1,6 +1,17 @@
 """HubSpot CRM v3 contacts: list, incremental search on `lastmodifieddate`, batch upsert (PROVIDERS.md §4).
 
-Auth is a private-app token (or an OAuth access token) as `Authorization: Bearer`. Streams:
+Auth is `Authorization: Bearer`, with one of two credentials:
+
+- `private_app_token` (or a fixed `access_token`): `authentication_type: api_key`;
+- OAuth2 (`authentication_type: oauth2`): `client_id`, `client_secret` and `refresh_token` select
+  it. The access token comes from `POST /oauth/v1/token` (form: `grant_type=refresh_token`,
+  `client_id`, `client_secret`, `refresh_token`) and is renewed by `expires_in` a minute before it
+  runs out, as HubSpot asks (a 401 is not its refresh signal, though one 401 still renews once);
+  `esm_dagster.auth.OAuth2Auth` keeps it in the mapping's encrypted credentials, one refresh per
+  credential however many runs find it expired. HubSpot's refresh token does not rotate; the
+  answer's `refresh_token` is stored anyway, so a rotation would not be lost either.
+
+Streams:
 
 - `contacts`: without a window start (the first run, a full refresh) the list endpoint
   `GET /crm/v3/objects/contacts` pages by `after` <- `paging.next.after`, filtered here on
@@ -29,20 +40,24 @@ Errors are `{status,message,correlationId,category,errors}`; 429s carry `policyN
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import httpx
 
+from esm_dagster.auth import OAuth2Auth, RefreshTokenGrant, TokenEndpoint, store_for
 from esm_dagster.providers.auth import BearerAuth
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
-from esm_dagster.providers.http import JsonHttpProvider, _json_or_none, default_classification
+from esm_dagster.providers.http import _json_or_none, default_classification, normalise_base_url
+from esm_dagster.providers.oauth_http import OAuthHttpProvider
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 CONTACTS = "/crm/v3/objects/contacts"
+TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a URL path
+OAUTH_FIELDS = ("client_id", "client_secret", "refresh_token")
 MAX_PAGE_SIZE = 100  # list limit; the search's 200 is unconfirmed, so 100 there too
 MAX_BATCH = 100
 SEARCH_CAP = 10_000
@@ -81,7 +96,7 @@ def mapped_properties(mapping_rules: Any) -> tuple[str, ...]:
     )
 
 
-class HubSpotProvider(JsonHttpProvider):
+class HubSpotProvider(OAuthHttpProvider):
     name: ClassVar[str] = "hubspot"
     label: ClassVar[str] = "HubSpot"
     BASE_SUFFIX: ClassVar[str] = "/crm/v3"
@@ -115,6 +130,12 @@ class HubSpotProvider(JsonHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("private_app_token", "access_token")
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "oauth2", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("private_app_token|access_token",),),
+        "oauth2": (("client_id", "client_secret", "refresh_token"),),
+        "webhook": (("client_secret|webhook_secret",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:
@@ -123,25 +144,49 @@ class HubSpotProvider(JsonHttpProvider):
                 f"mapping {ctx.mapping!r}: api_version {ctx.api_version!r} is not supported for HubSpot "
                 "(use v3 or leave it empty; the date-versioned paths are not implemented)"
             )
-        return cls(
-            ctx.base_url,
-            token=ctx.secret("access_token", "private_app_token"),
-            policy=ctx.policy,
-            properties=mapped_properties(ctx.row.mapping_rules),
+        properties = mapped_properties(ctx.row.mapping_rules)
+        if not uses_oauth(ctx.credentials):
+            token = ctx.secret("access_token", "private_app_token")
+            return cls(ctx.base_url, token=token, policy=ctx.policy, properties=properties)
+        client_id = ctx.required_value("client_id")
+        client_secret = ctx.secret("client_secret")
+        base = normalise_base_url(ctx.base_url, label=cls.label, strip_suffix=cls.BASE_SUFFIX)
+        endpoint = TokenEndpoint(
+            base + TOKEN_PATH,
+            provider=cls.name,
+            timeout_seconds=ctx.policy.timeout_seconds,
+            endpoints=ctx.policy.endpoints,
         )
+        auth = OAuth2Auth(RefreshTokenGrant(client_id, client_secret), endpoint, store_for(ctx))
+        return cls(ctx.base_url, oauth=auth, policy=ctx.policy, properties=properties)
+
+    @classmethod
+    def identity_fields(cls, credentials: Mapping[str, Any]) -> tuple[str, ...]:
+        """An OAuth credential is its app and its grant, never the access token of the moment:
+        a refresh must not move the mapping to another rate-limit bucket."""
+        if uses_oauth(credentials):
+            return ("client_id", "refresh_token")
+        return cls.IDENTITY_FIELDS
 
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        token: Secret,
+        token: Secret | None = None,
+        oauth: OAuth2Auth | None = None,
         policy: TransportPolicy,
         properties: Sequence[str] = (),
         client: httpx.Client | None = None,
     ) -> None:
-        if not isinstance(token, Secret):
-            raise TypeError("token must be a Secret")
-        super().__init__(base_url, auth=BearerAuth(token), policy=policy, client=client)
+        """`token` (a private-app token) or `oauth` (renewed access tokens), not both."""
+        auth: httpx.Auth
+        if oauth is not None and token is None:
+            auth = oauth
+        elif oauth is None and isinstance(token, Secret):
+            auth = BearerAuth(token)
+        else:
+            raise TypeError("give token (a Secret) or oauth, not both")
+        super().__init__(base_url, auth=auth, policy=policy, client=client)
         self.properties = tuple(dict.fromkeys((*BASE_PROPERTIES, *properties)))
 
     # ---- reads ----------------------------------------------------------------------------------
@@ -403,6 +448,12 @@ class HubSpotProvider(JsonHttpProvider):
             message=message,
             retry_after=retry_after,
         )
+
+
+def uses_oauth(credentials: Mapping[str, Any]) -> bool:
+    """`client_id` + `client_secret` + `refresh_token` select OAuth; a private-app token, when
+    also set, wins (a private-app mapping may hold the app's client secret to verify webhooks)."""
+    return all(credentials.get(name) for name in OAUTH_FIELDS) and not credentials.get("private_app_token")
 
 
 def rate_limit_wait(policy: str, headers: httpx.Headers, now: dt.datetime | None = None) -> float | None:

@@ -5,6 +5,13 @@ URL is `https://usX.api.mailchimp.com/3.0`. An `api_endpoint` naming another dat
 every request to an account the key does not belong to, so it is refused as a configuration error
 (a loopback emulator excepted). The audience is `credentials.list_id`.
 
+Or OAuth (`authentication_type: oauth2`, `credentials.access_token`): the token from Mailchimp's
+OAuth flow, sent as `Authorization: Bearer`. It does not expire, so there is nothing to renew
+(PROVIDERS.md §7). It carries no data centre: `credentials.dc` names it, else one call to the
+OAuth metadata endpoint (`https://login.mailchimp.com/oauth2/metadata`, `Authorization: OAuth
+<token>`, answer `{dc, api_endpoint, ...}`; URL and shape [U], so `credentials.metadata_url` can
+point elsewhere) tells it when the client is built, and the endpoint check above applies to it.
+
 Streams: `members` and `members_archived` (`status=archived`), both
 `GET /3.0/lists/{list_id}/members` paged by `count` / `offset` until `offset >= total_items`. A window
 is sent as `since_last_changed` (one second early: whether Mailchimp's bound is exclusive is
@@ -29,23 +36,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from esm_dagster.providers.auth import BasicAuth
+from esm_dagster.providers.auth import BasicAuth, BearerAuth
 from esm_dagster.providers.base import CursorGuard, Page, ProviderError, StreamSpec, WriteSpec
 from esm_dagster.providers.context import ProviderConfigError, ProviderContext
 from esm_dagster.providers.http import JsonHttpProvider, _json_or_none, default_classification
-from esm_dagster.security.endpoints import is_loopback
+from esm_dagster.security.endpoints import EndpointPolicy, is_loopback
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportPolicy
+from esm_dagster.transport.client import GuardedTransport
 
 MAX_COUNT = 1000
 BASIC_USER = "anystring"  # Mailchimp ignores the user name
 _DC_RE = re.compile(r"-([a-z]+[0-9]+)$")
+_DC_NAME = re.compile(r"^[a-z]+[0-9]+$")
+METADATA_URL = "https://login.mailchimp.com/oauth2/metadata"  # [U]
 _LIST_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 WRITABLE = ("email_address", "status_if_new", "status", "merge_fields", "language", "vip", "email_type")
 
@@ -65,6 +75,65 @@ def data_centre(api_key: Secret) -> str:
     return match.group(1)
 
 
+def checked_dc(dc: str, source: str) -> str:
+    if not _DC_NAME.match(dc):
+        raise ProviderConfigError(f"{source} {dc!r} is not a Mailchimp data centre (like us6)")
+    return dc
+
+
+def oauth_data_centre(url: str, token: Secret, policy: TransportPolicy, mapping: str = "?") -> str:
+    """The data centre of an OAuth token, from the metadata endpoint (one GET, retried as any call)."""
+    client = httpx.Client(
+        transport=GuardedTransport(
+            policy.endpoints or EndpointPolicy.from_env(), provider="mailchimp", secrets=(token,)
+        ),
+        timeout=httpx.Timeout(policy.timeout_seconds),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+    def ask() -> str:
+        failure: ProviderError | None = None
+        try:
+            response = client.get(url, headers={"Authorization": f"OAuth {token.reveal()}"})
+        except httpx.TimeoutException:
+            failure = _metadata_error("gave no answer in time", "timeout", True, url, token)
+        except httpx.TransportError as exc:
+            failure = _metadata_error(f"unreachable ({type(exc).__name__})", "network", True, url, token)
+        if failure is not None:
+            raise failure  # outside the except block: no chained httpx error holding the header
+        status = response.status_code
+        body = _json_or_none(response)
+        dc = body.get("dc") if isinstance(body, dict) else None
+        if status == 200 and isinstance(dc, str):
+            return checked_dc(dc, f"mapping {mapping!r}: the OAuth metadata's dc")
+        error_class, retryable = default_classification(status)
+        raise _metadata_error(
+            f"answered HTTP {status} without a dc", error_class, retryable, url, token, status=status
+        )
+
+    try:
+        return policy.call(ask, what="GET oauth2/metadata")
+    finally:
+        client.close()
+
+
+def _metadata_error(
+    text: str, error_class: Any, retryable: bool, url: str, token: Secret, *, status: int | None = None
+) -> ProviderError:
+    return ProviderError(
+        f"the OAuth metadata endpoint {text}",
+        provider="mailchimp",
+        error_class=error_class,
+        status=status,
+        code="oauth_metadata",
+        retryable=retryable,
+        method="GET",
+        url=url,
+        secrets=(token,),
+    )
+
+
 def base_url_for(dc: str) -> str:
     return f"https://{dc}.api.mailchimp.com/3.0"
 
@@ -81,6 +150,13 @@ def check_endpoint_matches_key(base_url: str, dc: str, mapping: str = "") -> Non
             f"{where}api_endpoint host {host!r} disagrees with the API key's data centre {dc!r}; "
             f"use {base_url_for(dc)}"
         )
+
+
+def uses_oauth(credentials: Mapping[str, Any], auth_type: str | None = None) -> bool:
+    """An OAuth access token and no API key (or the row says `oauth2`)."""
+    if auth_type == "oauth2":
+        return True
+    return bool(credentials.get("access_token")) and not credentials.get("api_key")
 
 
 def to_seconds(text: Any) -> int | None:
@@ -134,40 +210,70 @@ class MailchimpProvider(JsonHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+    # api_key and basic_auth are the same credential (`anystring:<key>` as HTTP Basic).
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "basic_auth", "oauth2"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("api_key", "list_id|audience_id"),),
+        "basic_auth": (("api_key", "list_id|audience_id"),),
+        "oauth2": (("access_token", "list_id|audience_id"),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:
+        list_id = ctx.required_value("list_id", "audience_id")
+        if uses_oauth(ctx.credentials, str(ctx.row.authentication_type)):
+            token = ctx.secret("access_token")
+            given = ctx.value("dc")
+            if given is not None:
+                dc = checked_dc(given, f"mapping {ctx.mapping!r}: credentials.dc")
+            else:
+                url = ctx.value("metadata_url", default=METADATA_URL) or METADATA_URL
+                dc = oauth_data_centre(url, token, ctx.policy, ctx.mapping)
+            check_endpoint_matches_key(ctx.base_url, dc, ctx.mapping)
+            return cls(ctx.base_url, access_token=token, dc=dc, list_id=list_id, policy=ctx.policy)
         api_key = ctx.secret("api_key")
         try:
             dc = data_centre(api_key)
         except ProviderConfigError as exc:
             raise ProviderConfigError(f"mapping {ctx.mapping!r}: {exc}") from None
         check_endpoint_matches_key(ctx.base_url, dc, ctx.mapping)
-        list_id = ctx.required_value("list_id", "audience_id")
         return cls(ctx.base_url, api_key=api_key, list_id=list_id, policy=ctx.policy)
+
+    @classmethod
+    def identity_fields(cls, credentials: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("access_token",) if uses_oauth(credentials) else cls.IDENTITY_FIELDS
 
     def __init__(
         self,
         base_url: str | None = None,
         *,
-        api_key: Secret,
+        api_key: Secret | None = None,
+        access_token: Secret | None = None,
+        dc: str | None = None,
         list_id: str,
         policy: TransportPolicy,
         client: httpx.Client | None = None,
     ) -> None:
-        if not isinstance(api_key, Secret):
-            raise TypeError("api_key must be a Secret")
+        """`api_key` (its suffix names the data centre), or an OAuth `access_token` with its `dc`."""
         if not isinstance(list_id, str) or not _LIST_ID_RE.match(list_id):
             raise ValueError(f"list_id {list_id!r} is not a Mailchimp list id")
-        self.dc = data_centre(api_key)
+        auth: httpx.Auth
+        if isinstance(api_key, Secret) and access_token is None:
+            self.dc = data_centre(api_key)
+            auth = BasicAuth(BASIC_USER, api_key)
+        elif isinstance(access_token, Secret) and api_key is None and dc:
+            self.dc = checked_dc(dc, "dc")
+            auth = BearerAuth(access_token)
+        else:
+            raise TypeError("give api_key (a Secret), or access_token (a Secret) with its dc")
         base_url = base_url or base_url_for(self.dc)
         check_endpoint_matches_key(base_url, self.dc)
-        super().__init__(base_url, auth=BasicAuth(BASIC_USER, api_key), policy=policy, client=client)
+        super().__init__(base_url, auth=auth, policy=policy, client=client)
         self.list_id = list_id
         self._members_path = f"/3.0/lists/{quote(list_id)}/members"
 
     def __repr__(self) -> str:
-        return f"MailchimpProvider(base_url={self.base_url!r}, list_id={self.list_id!r}, api_key=***)"
+        return f"MailchimpProvider(base_url={self.base_url!r}, list_id={self.list_id!r}, credentials=***)"
 
     # ---- reads ----------------------------------------------------------------------------------
     def iter_pages(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,6 +85,13 @@ class MixpanelProvider(JsonLinesProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("username", "project_id", "api_secret")
+    # basic_auth: a service account (+ project id) or the project secret as user name; api_key:
+    # the project secret alone.
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"basic_auth", "api_key"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "basic_auth": (("username", "secret", "project_id"), ("api_secret",)),
+        "api_key": (("api_secret",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

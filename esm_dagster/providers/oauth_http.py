@@ -3,7 +3,8 @@
 The base class learns the secrets to scrub from error texts once, when the client is built; an
 OAuth2 client gets its access token (and maybe a rotated refresh token) later. Errors built here
 scrub the tokens held at the moment the error is built, and closing the client closes the token
-endpoint's connection pool too.
+endpoint's connection pool too. A provider that takes either a static token or a renewed one
+(HubSpot: a private-app token or OAuth) passes any `httpx.Auth`; only an `OAuth2Auth` is renewed.
 """
 
 from __future__ import annotations
@@ -24,21 +25,30 @@ class OAuthHttpProvider(JsonHttpProvider):
         self,
         base_url: str,
         *,
-        auth: OAuth2Auth,
+        auth: httpx.Auth,
         policy: TransportPolicy,
         client: httpx.Client | None = None,
         secrets: Sequence[Secret] = (),
     ) -> None:
         super().__init__(base_url, auth=auth, policy=policy, client=client, secrets=secrets)
-        self.oauth = auth
-        self._fixed_secrets = tuple(secrets)
+        self._renewed = auth if isinstance(auth, OAuth2Auth) else None
+        self._fixed_secrets = tuple(self._secrets)
+
+    @property
+    def oauth(self) -> OAuth2Auth:
+        """The renewing auth (a provider built with a static token has none)."""
+        if self._renewed is None:
+            raise TypeError(f"{type(self).__name__} was built with a static token, not OAuth2")
+        return self._renewed
 
     def close(self) -> None:
         super().close()
-        self.oauth.close()
+        if self._renewed is not None:
+            self._renewed.close()
 
     def _current_secrets(self) -> None:
-        self._secrets = self._fixed_secrets + self.oauth.secrets()
+        renewed = self._renewed.secrets() if self._renewed is not None else ()
+        self._secrets = self._fixed_secrets + renewed
 
     def error_from_response(
         self,

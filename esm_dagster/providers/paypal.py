@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -58,6 +58,11 @@ class PayPalProvider(OAuthHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("client_id",)
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"oauth2", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "oauth2": (("client_id", "client_secret"),),
+        "webhook": (("webhook_id", "webhook_cert"),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

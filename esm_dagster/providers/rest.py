@@ -109,6 +109,34 @@ def parse_time(value: Any, fmt: TimeFormat) -> float | None:
 class RestProvider(JsonHttpProvider):
     name: ClassVar[str] = "rest"
     label: ClassVar[str] = "REST API"
+    # Without rules nothing is known; with them, `x-rest.auth` decides (`auth_types` below).
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "oauth2", "basic_auth", "jwt"})
+
+    @classmethod
+    def auth_types(cls, rules: MappingRules | None = None) -> frozenset[str]:
+        """`x-rest.auth` names what goes on the wire; the auth types that can mean it:
+        a key is `api_key`; a bearer token is a key or an issued (OAuth2 / JWT) token; Basic is
+        `basic_auth`; `none` takes any. No `webhook`: there is no verifier for a configured API."""
+        if rules is None:
+            return cls.AUTH_TYPES
+        auth = rest_config_of(rules).auth
+        if isinstance(auth, ApiKeyAuth):
+            return frozenset({"api_key"})
+        if isinstance(auth, BearerTokenAuth):
+            return frozenset({"api_key", "oauth2", "jwt"})
+        if isinstance(auth, BasicCredentialsAuth):
+            return frozenset({"basic_auth"})
+        return cls.AUTH_TYPES
+
+    @classmethod
+    def credential_shapes(
+        cls, auth_type: str, rules: MappingRules | None = None
+    ) -> tuple[tuple[str, ...], ...]:
+        """The credential fields `x-rest.auth` names (`credential`, `username` / `password`)."""
+        if rules is None:
+            return ()
+        fields = rest_config_of(rules).credential_fields()
+        return (fields,) if fields else ()
 
     @classmethod
     def stream_names(cls, rules: MappingRules | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
@@ -79,6 +79,15 @@ class SalesforceProvider(OAuthHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("client_id", "username")
+    # The JWT bearer grant (RFC 7523) is an OAuth2 grant too: `oauth2` takes either shape.
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"oauth2", "jwt"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "oauth2": (
+            ("client_id|consumer_key", "refresh_token"),
+            ("client_id|consumer_key", "username", "private_key"),
+        ),
+        "jwt": (("client_id|consumer_key", "username", "private_key"),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

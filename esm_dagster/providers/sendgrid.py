@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -101,6 +101,11 @@ class SendGridProvider(JsonLinesProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("api_key",)
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("api_key",),),
+        "webhook": (("webhook_public_key",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -122,6 +122,13 @@ class SlackProvider(JsonHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("bot_token", "token", "access_token")
+    # A bot token is what Slack's OAuth install hands out: `oauth2` and `api_key` both mean one.
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "oauth2", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("bot_token|token|access_token",),),
+        "oauth2": (("bot_token|token|access_token",),),
+        "webhook": (("signing_secret|webhook_secret",),),
+    }
     _LISTS: ClassVar[dict[str, tuple[str, str]]] = {
         "users": ("users.list", "members"),
         "conversations": ("conversations.list", "channels"),

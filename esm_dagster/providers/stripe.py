@@ -115,6 +115,11 @@ class StripeProvider(Provider):
     )
     supports_events: ClassVar[bool] = True
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("api_key", "secret_key")
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("api_key|secret_key",),),
+        "webhook": (("webhook_secret",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

@@ -34,7 +34,7 @@ for that chat; 409 means a webhook is set (getUpdates cannot be used while it is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -132,6 +132,11 @@ class TelegramProvider(JsonHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("bot_token", "token")
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"api_key", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "api_key": (("bot_token|token",),),
+        "webhook": (("webhook_secret|secret_token",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

@@ -26,7 +26,7 @@ import datetime as dt
 import email.utils
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -90,6 +90,14 @@ class TwilioProvider(JsonHttpProvider):
         ),
     )
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("account_sid", "api_key_sid")
+    # basic_auth: the Account SID with its Auth Token, or an API key (SK...) and its secret;
+    # api_key: the API key pair alone names the same Basic credential.
+    AUTH_TYPES: ClassVar[frozenset[str]] = frozenset({"basic_auth", "api_key", "webhook"})
+    CREDENTIAL_SHAPES: ClassVar[Mapping[str, tuple[tuple[str, ...], ...]]] = {
+        "basic_auth": (("account_sid", "auth_token"), ("account_sid", "api_key_sid", "api_key_secret")),
+        "api_key": (("account_sid", "api_key_sid", "api_key_secret"),),
+        "webhook": (("webhook_secret|auth_token",),),
+    }
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> Self:

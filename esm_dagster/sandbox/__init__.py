@@ -17,4 +17,6 @@ switch (`emulator.faults`) for outages, rate limits, slow answers and dropped co
 - `esm_dagster.sandbox.paypal.PayPalEmulator` (CLI: `python -m esm_dagster.sandbox.paypal`)
 - `esm_dagster.sandbox.salesforce.SalesforceEmulator` (CLI: `python -m esm_dagster.sandbox.salesforce`)
 - `esm_dagster.sandbox.oauth.OAuthTokenServer`: the OAuth2 token endpoint those two embed
+- `esm_dagster.sandbox.webhook_sender`: the signed webhooks the Stripe, Twilio, Slack, HubSpot,
+  SendGrid, Telegram and PayPal emulators push to a loopback receiver (signing in `webhook_signers`)
 """

@@ -65,6 +65,7 @@ class OAuthTokenServer:
         clients: Mapping[str, str],
         access_lifetime: float = 3600.0,
         rotate_refresh_tokens: bool = True,
+        echo_refresh_token: bool = False,
         jwt_public_key: str | None = None,
         jwt_audience: str | None = None,
         expires_in: bool = True,
@@ -75,6 +76,8 @@ class OAuthTokenServer:
         self.clients = dict(clients)
         self.access_lifetime = access_lifetime
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        # Without rotation, answer a refresh with the same refresh token (HubSpot) instead of none.
+        self.echo_refresh_token = echo_refresh_token
         self.jwt_public_key = jwt_public_key
         self.jwt_audience = jwt_audience
         self.expires_in = expires_in
@@ -212,6 +215,8 @@ class OAuthTokenServer:
                 del self._refresh[_digest(presented)]
                 refresh = f"rt_{secrets.token_urlsafe(24)}"
                 self._refresh[_digest(refresh)] = IssuedToken(client_id, known.subject, float("inf"))
+            elif self.echo_refresh_token:
+                refresh = presented
             access = self._new_access(client_id, known.subject)
             return self._token_answer(access, refresh)
 

@@ -18,7 +18,15 @@ What it implements, as PROVIDERS.md describes HubSpot:
   objectWriteTraceId?}]}`: at most 100 inputs, emails matched case-insensitively, duplicates in one
   batch refused; an upsert that changes nothing leaves `lastmodifieddate` alone, so repeating it is
   invisible. `POST .../batch/archive {inputs:[{id}]}` (204).
-- Auth: `Authorization: Bearer <private-app token>`; a missing or unknown token is a 401 with
+- OAuth (`oauth_clients={client_id: client_secret}`): the embedded `OAuthTokenServer` answers
+  `POST /oauth/v1/token` (form `grant_type=refresh_token`, `client_id`, `client_secret`,
+  `refresh_token`) with `{token_type,access_token,refresh_token,expires_in}`. The refresh token does
+  not rotate (the same one comes back); access tokens live `token_lifetime` seconds (1800 is
+  HubSpot's figure as PROVIDERS.md gives it, unconfirmed [U]). `emulator.oauth` issues, expires
+  and revokes tokens and counts refreshes. Its error answers are RFC 6749's `{error,
+  error_description}` (`invalid_grant` for a revoked refresh token); HubSpot's own error body at
+  this endpoint is not documented in PROVIDERS.md, so it is not imitated.
+- Auth: `Authorization: Bearer <private-app token or OAuth access token>`; a missing or unknown token is a 401 with
   HubSpot's error body, the token never echoed. The category names of the 401 bodies
   (`INVALID_AUTHENTICATION`, `EXPIRED_AUTHENTICATION`) are what HubSpot answers in practice; PROVIDERS.md
   does not list them, and the client does not depend on them.
@@ -30,24 +38,29 @@ What it implements, as PROVIDERS.md describes HubSpot:
   write, pages continuing an `after` that repeat the end of the page before (`duplicate`), contacts
   changed and created between two pages (`mutate`), and tokens that expire after N requests.
 
+- Webhooks (`send_webhooks(url, client_secret)`): `contact.creation` and `contact.propertyChange`
+  events for the changes of each API call (or Python call), one v3-signed batch per call, sent
+  from a background thread and retried on a non-2xx (`esm_dagster.sandbox.hubspot.webhooks`).
+
 Not implemented: other objects, associations, `query` full-text search, properties history,
-date-versioned paths (`/crm/objects/2026-03/...`), OAuth.
+date-versioned paths (`/crm/objects/2026-03/...`), the OAuth authorization-code step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.hubspot.data import (
     DEFAULT_END_MS,
     DEFAULT_START_MS,
@@ -56,10 +69,15 @@ from esm_dagster.sandbox.hubspot.data import (
     generate,
     iso_ms,
 )
+from esm_dagster.sandbox.hubspot.webhooks import HUBSPOT_RETRY, HubSpotWebhookConfig
+from esm_dagster.sandbox.oauth import OAuthTokenServer
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
 
 BASE = "/crm/v3/objects/contacts"
+TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a URL path
+OAUTH_LIFETIME = 1800.0  # [U]
 MAX_LIST_LIMIT = 100
 MAX_SEARCH_LIMIT = 200  # [U]
 DEFAULT_LIMIT = 10
@@ -130,7 +148,7 @@ def _stamp(contact: Contact, name: str) -> int:
     return contact.updated_ms if name == "lastmodifieddate" else contact.created_ms
 
 
-class HubSpotEmulator(LoopbackEmulator):
+class HubSpotEmulator(PushingEmulator):
     """`HubSpotEmulator(tokens=["pat-na1-..."], contacts=120, seed=7).start()`.
 
     `clock` gives the emulator's time in seconds (default: the wall clock); writes stamp
@@ -149,15 +167,25 @@ class HubSpotEmulator(LoopbackEmulator):
         clock: Callable[[], float] | None = None,
         search_per_second: float | None = None,
         search_cap: int = SEARCH_CAP,
+        oauth_clients: Mapping[str, str] | None = None,
+        token_lifetime: float = OAUTH_LIFETIME,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host=host, port=port)
         keys = [t.reveal() if isinstance(t, Secret) else str(t) for t in tokens]
-        if not keys or not all(keys):
-            raise ValueError("the emulator needs at least one non-empty token")
+        if not all(keys) or not (keys or oauth_clients):
+            raise ValueError("the emulator needs a non-empty private-app token or an OAuth client")
         self._tokens = tuple(keys)
         self._clock = clock or time.time
+        self.oauth = OAuthTokenServer(
+            clients=dict(oauth_clients or {}),
+            access_lifetime=token_lifetime,
+            rotate_refresh_tokens=False,
+            echo_refresh_token=True,
+            token_prefix="hsoa",  # noqa: S106 - a label in front of random tokens
+            clock=self._clock,
+        )
         self._lock = threading.RLock()
         self._contacts: dict[int, Contact] = {
             c.id: c
@@ -169,6 +197,40 @@ class HubSpotEmulator(LoopbackEmulator):
         self.search_cap = search_cap  # lowered by tests: the real one needs 10,000 matches to meet
         self._search_times: dict[str, list[float]] = {}
         self.mutations: list[Mutation] = []
+        self._hooks: HubSpotWebhookConfig | None = None
+        self._outgoing: list[dict[str, Any]] = []  # events of the call in progress
+        self._event_id = 100
+
+    # ---- webhooks -------------------------------------------------------------------------------
+    def send_webhooks(
+        self,
+        url: str,
+        client_secret: str | Secret,
+        *,
+        properties: Iterable[str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> WebhookSender:
+        """The app's webhook subscriptions: contact creations and changes of `properties`, posted
+        to `url` (loopback) and signed with the app's client secret."""
+        secret = client_secret if isinstance(client_secret, Secret) else Secret(client_secret)
+        config = HubSpotWebhookConfig(url, secret)
+        if properties is not None:
+            config = dataclasses.replace(config, properties=tuple(properties))
+        with self._lock:
+            self._hooks = config
+            return self._open_sender(url, retry or HUBSPOT_RETRY)
+
+    def _note(self, kind: str, contact: Contact, **extra: Any) -> None:
+        if self._hooks is None or self.webhooks is None:
+            return
+        self._event_id += 1
+        self._outgoing.append(self._hooks.event(self._event_id, kind, contact.id, self.now_ms(), **extra))
+
+    def _flush(self) -> None:
+        events, self._outgoing = self._outgoing, []
+        if self._hooks is not None and events:
+            for name, body in self._hooks.batches(events):
+                self._push(name, body, self._hooks.sign)
 
     # ---- Python API for tests and the demo ------------------------------------------------------
     def now_ms(self) -> int:
@@ -197,12 +259,14 @@ class HubSpotEmulator(LoopbackEmulator):
         """A new contact; `modified_ms` backdates it (createdate and lastmodifieddate)."""
         with self._lock:
             contact = self._create(dict(properties), self.now_ms() if modified_ms is None else modified_ms)
+            self._flush()
             return self._render(contact, list(KNOWN_PROPERTIES))
 
     def update_contact(self, contact_id: str | int, **properties: str | None) -> dict[str, Any]:
         with self._lock:
             contact = self._contacts[int(contact_id)]
             self._update(contact, dict(properties))
+            self._flush()
             return self._render(contact, list(KNOWN_PROPERTIES))
 
     def archive_contact(self, contact_id: str | int) -> None:
@@ -214,10 +278,16 @@ class HubSpotEmulator(LoopbackEmulator):
         return redact_text(re.sub(r"(?i)(hapikey=)[^&]*", r"\1***", query), self._tokens)
 
     def handle(self, request: Request) -> Response:
+        if request.path.rstrip("/") == TOKEN_PATH:
+            return self.oauth.handle_token(request)
         try:
             token = self._authenticate(request)
             self._check_search_rate(request, token)
-            status, payload = self._route(request)
+            try:
+                status, payload = self._route(request)
+            finally:
+                with self._lock:
+                    self._flush()  # the changes the call made, one batch, even if it then failed
         except _RateLimited:
             return self._rate_limited(None)
         except HubSpotError as error:
@@ -302,7 +372,7 @@ class HubSpotEmulator(LoopbackEmulator):
         matched = False
         for accepted in self._tokens:  # every token compared: no early exit
             matched |= hmac.compare_digest(encoded, accepted.encode("utf-8"))
-        if not matched:
+        if not matched and self.oauth.authenticate(token) is None:
             raise HubSpotError(401, _NO_AUTH, "INVALID_AUTHENTICATION")
         if self.faults.credential_expired(token):
             raise HubSpotError(
@@ -714,6 +784,10 @@ class HubSpotEmulator(LoopbackEmulator):
         )
         contact = Contact(contact_id, props, modified_ms, modified_ms)
         self._contacts[contact_id] = contact
+        self._note("contact.creation", contact)
+        for name in self._hooks.properties if self._hooks is not None else ():
+            if props.get(name) is not None:
+                self._note("contact.propertyChange", contact, propertyName=name, propertyValue=props[name])
         return contact
 
     def _update(self, contact: Contact, properties: dict[str, str | None]) -> None:
@@ -729,6 +803,9 @@ class HubSpotEmulator(LoopbackEmulator):
         contact.properties["lastmodifieddate"] = iso_ms(now)
         contact.updated_ms = now
         contact.history.append(",".join(sorted(changes)))
+        for name in self._hooks.properties if self._hooks is not None else ():
+            if name in changes:
+                self._note("contact.propertyChange", contact, propertyName=name, propertyValue=changes[name])
 
     def _archive(self, contact_id: int) -> None:
         contact = self._contacts.get(contact_id)

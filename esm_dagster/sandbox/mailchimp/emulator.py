@@ -24,8 +24,14 @@ What it implements, as PROVIDERS.md describes Mailchimp:
   end of the page before (`duplicate`), and a served member changed (and a new one created) between
   two pages (`mutate`); keys that expire after N requests answer 401 `API Key Invalid`.
 
+- OAuth: `oauth_tokens` are access tokens as Mailchimp's OAuth hands them out, sent as
+  `Authorization: Bearer <token>`; they do not expire [U]. `GET /oauth2/metadata` with
+  `Authorization: OAuth <token>` answers `{dc,role,accountname,login_url,api_endpoint}`, the
+  account's data centre (the URL lives on `login.mailchimp.com` at Mailchimp; its path, header
+  and fields are [U]); an unknown token there is a 401 `{error:"invalid_token"}`.
+
 Not implemented: other resources, batches, tags, interests, merge-field definitions (FNAME LNAME
-PHONE BIRTHDAY ADDRESS are known, others refused), OAuth.
+PHONE BIRTHDAY ADDRESS are known, others refused), the OAuth authorization and token exchange.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ PROBLEM_JSON = "application/problem+json"
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
 MAX_CONNECTIONS = 10
+METADATA_PATH = "/oauth2/metadata"
 DEFAULT_LIST_ID = "5e2a9d41c7"
 MERGE_FIELDS = frozenset({"FNAME", "LNAME", "PHONE", "BIRTHDAY", "ADDRESS"})
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -155,14 +162,17 @@ class MailchimpEmulator(LoopbackEmulator):
         clock: Callable[[], float] | None = None,
         max_connections: int = MAX_CONNECTIONS,
         latency: float = 0.0,
+        oauth_tokens: Iterable[str | Secret] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host=host, port=port)
         keys = [k.reveal() if isinstance(k, Secret) else str(k) for k in api_keys]
-        if not keys or not all(keys):
-            raise ValueError("the emulator needs at least one non-empty API key")
+        bearer = [k.reveal() if isinstance(k, Secret) else str(k) for k in oauth_tokens]
+        if not all(keys) or not all(bearer) or not (keys or bearer):
+            raise ValueError("the emulator needs a non-empty API key or OAuth token")
         self._keys = tuple(keys)
+        self._oauth_tokens = tuple(bearer)
         self.dc = dc
         self.list_id = list_id
         self._clock = clock or time.time
@@ -206,9 +216,11 @@ class MailchimpEmulator(LoopbackEmulator):
 
     # ---- LoopbackEmulator hooks -----------------------------------------------------------------
     def redact_query(self, query: str) -> str:
-        return redact_text(query, self._keys)
+        return redact_text(query, self._keys + self._oauth_tokens)
 
     def handle(self, request: Request) -> Response:
+        if request.path.rstrip("/") == METADATA_PATH:
+            return self._metadata(request)
         try:
             key = self._authenticate(request)
             with self._connection(key):
@@ -273,9 +285,35 @@ class MailchimpEmulator(LoopbackEmulator):
             with self._lock:
                 self._in_flight[digest] -= 1
 
+    def _oauth_token(self, token: str) -> bool:
+        encoded = token.encode("utf-8")
+        matched = False
+        for accepted in self._oauth_tokens:  # every token compared: no early exit
+            matched |= hmac.compare_digest(encoded, accepted.encode("utf-8"))
+        return matched and bool(token)
+
+    def _metadata(self, request: Request) -> Response:
+        scheme, _, token = (request.header("authorization") or "").strip().partition(" ")
+        if scheme.lower() != "oauth" or not self._oauth_token(token.strip()):
+            body = {"error": "invalid_token", "error_description": "Invalid token"}
+            return Response(401, json.dumps(body).encode("utf-8"))
+        answer = {
+            "dc": self.dc,
+            "role": "owner",
+            "accountname": "Club Emulator",
+            "login_url": "https://login.mailchimp.com",
+            "api_endpoint": f"https://{self.dc}.api.mailchimp.com",
+        }
+        return Response(200, json.dumps(answer).encode("utf-8"))
+
     def _authenticate(self, request: Request) -> str:
         header = (request.header("authorization") or "").strip()
         scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "bearer" and credential.strip():
+            token = credential.strip()
+            if not self._oauth_token(token) or self.faults.credential_expired(token):
+                raise MailchimpError(401, "API Key Invalid", _INVALID_KEY)
+            return token
         if scheme.lower() != "basic" or not credential.strip():
             raise MailchimpError(401, "API Key Missing", "Your request did not include an API key.")
         try:

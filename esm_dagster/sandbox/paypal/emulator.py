@@ -20,7 +20,11 @@ What it implements (PROVIDERS.md §9; shapes checked against PayPal's published 
   expire after N requests, transactions that appear late (`mutate_next(backdate=)`), and pages shifted back by `duplicate_next(items=)` (offset paging when
   records arrive between two pages).
 
-Not implemented: PATCH of orders, authorizations, refunds, webhooks.
+- Webhooks (`send_webhooks(url, webhook_id)`): each completed capture posts its
+  `PAYMENT.CAPTURE.COMPLETED` event, RSA-signed, from a background thread, retried on a non-2xx
+  (`esm_dagster.sandbox.paypal.webhooks`); `webhook_cert` is the PEM the mapping pins.
+
+Not implemented: PATCH of orders, authorizations, refunds, other webhook events.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.oauth import IssuedToken, OAuthTokenServer
 from esm_dagster.sandbox.paypal.data import (
     DEFAULT_END,
@@ -49,6 +54,9 @@ from esm_dagster.sandbox.paypal.data import (
     seed_transactions,
     transaction,
 )
+from esm_dagster.sandbox.paypal.webhooks import PAYPAL_RETRY, PayPalWebhookConfig, capture_completed
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
+from esm_dagster.sandbox.webhook_signers import paypal_signing_identity
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
@@ -86,7 +94,7 @@ def _invalid(
     return PayPalError(status, name, message, [detail])
 
 
-class PayPalEmulator(LoopbackEmulator):
+class PayPalEmulator(PushingEmulator):
     def __init__(
         self,
         *,
@@ -114,6 +122,25 @@ class PayPalEmulator(LoopbackEmulator):
         self.orders: dict[str, dict[str, Any]] = {}
         self._request_ids: dict[str, str] = {}  # PayPal-Request-Id -> order id
         self.late: list[str] = []  # ids of transactions the mutate fault added
+        self._hooks: PayPalWebhookConfig | None = None
+        self.webhook_cert: str | None = None  # PEM of the signing certificate, once webhooks are on
+
+    # ---- webhooks -------------------------------------------------------------------------------
+    def send_webhooks(
+        self,
+        url: str,
+        webhook_id: str,
+        *,
+        signing_identity: tuple[rsa.RSAPrivateKey, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> WebhookSender:
+        """The webhook `webhook_id` listens at `url` (loopback); its events are signed with
+        `signing_identity` (key, certificate PEM), made here unless given."""
+        key, cert = signing_identity or paypal_signing_identity()
+        with self._lock:
+            self._hooks = PayPalWebhookConfig(url, webhook_id, key)
+            self.webhook_cert = cert
+            return self._open_sender(url, retry or PAYPAL_RETRY)
 
     def _token_extra(self, issued: IssuedToken) -> dict[str, Any]:
         return {
@@ -447,6 +474,11 @@ class PayPalEmulator(LoopbackEmulator):
                 extra = {k: unit[k] for k in ("custom_id", "invoice_id") if k in unit}
                 payer = {"account_id": "ESMTESTPAYER1", "email_address": "buyer@example.com"}
                 self.transactions.append(transaction(capture_id, now, dict(unit["amount"]), payer, **extra))
+                if self._hooks is not None and self.webhooks is not None:
+                    capture = unit["payments"]["captures"][0]
+                    self._push(
+                        *capture_completed(order_id, copy.deepcopy(capture), unit, now), self._hooks.sign
+                    )
             order["status"] = "COMPLETED"
             order["update_time"] = rfc3339(now)
             return self._full(order)

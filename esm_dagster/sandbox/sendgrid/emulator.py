@@ -25,10 +25,14 @@ What it implements:
 - `faults` (`esm_dagster.sandbox._http.FaultSwitch`) with SendGrid's own bodies and headers; on
   suppression pages that continue an offset, `duplicate` starts the page early and `mutate` adds an
   address to the list (created `backdate` seconds ago) before the page is served.
+- Event Webhook (`send_event_webhook(url)`): each accepted mail send posts `processed` and
+  `delivered` events, ECDSA-signed, from a background thread, retried on a non-2xx
+  (`esm_dagster.sandbox.sendgrid.webhooks`); `verification_key` is what the mapping stores.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import math
 import random
@@ -42,8 +46,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.sendgrid.data import (
     DEFAULT_END,
     DEFAULT_START,
@@ -52,6 +58,14 @@ from esm_dagster.sandbox.sendgrid.data import (
     seed_contacts,
     seed_suppressions,
 )
+from esm_dagster.sandbox.sendgrid.webhooks import (
+    SENDGRID_RETRY,
+    SendGridWebhookConfig,
+    mail_events,
+)
+from esm_dagster.sandbox.sendgrid.webhooks import encode as webhook_body
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
+from esm_dagster.sandbox.webhook_signers import sendgrid_keypair
 from esm_dagster.security.redact import redact_text
 
 MAX_LIMIT = 500
@@ -78,7 +92,7 @@ def valid_email(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value))
 
 
-class SendGridEmulator(LoopbackEmulator):
+class SendGridEmulator(PushingEmulator):
     def __init__(
         self,
         *,
@@ -114,6 +128,29 @@ class SendGridEmulator(LoopbackEmulator):
         self.gzip_files = gzip_files  # export files gzipped (as stored objects, no Content-Encoding)
         self.rate_limit = rate_limit
         self._window = (0, 0)  # (minute start, requests in it)
+        self._hooks: SendGridWebhookConfig | None = None
+        self.verification_key: str | None = None  # the public key SendGrid shows, once webhooks are on
+
+    # ---- Event Webhook ------------------------------------------------------------------------
+    def send_event_webhook(
+        self,
+        url: str,
+        *,
+        private_key: ec.EllipticCurvePrivateKey | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> WebhookSender:
+        """Post delivery events to `url` (loopback), signed with a P-256 key made here unless
+        given; the verification key (base64 DER) is then in `verification_key`."""
+        if private_key is None:
+            private_key, public = sendgrid_keypair()
+        else:
+            der = private_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            public = base64.b64encode(der).decode()
+        self._hooks = SendGridWebhookConfig(url, private_key)
+        self.verification_key = public
+        return self._open_sender(url, retry or SENDGRID_RETRY)
 
     # ---- Python API (tests, demo) -------------------------------------------------------------
     def add_suppression(self, name: str, email: str, created: int, **fields: Any) -> None:
@@ -300,8 +337,12 @@ class SendGridEmulator(LoopbackEmulator):
                     f"personalizations.{i}.custom_args",
                 )
         message_id = secrets.token_urlsafe(16)[:22]
+        now = int(time.time())
         with self._lock:
-            self.messages.append({"message_id": message_id, "received_at": int(time.time()), "body": body})
+            self.messages.append({"message_id": message_id, "received_at": now, "body": body})
+        hooks = self._hooks
+        if hooks is not None and self.webhooks is not None:  # queued: the 202 does not wait for it
+            self._push(f"sendgrid:{message_id}", webhook_body(mail_events(message_id, body, now)), hooks.sign)
         return 202, None, [("X-Message-Id", message_id)]
 
     # ---- contacts -----------------------------------------------------------------------------

@@ -19,7 +19,12 @@ What it implements, as Slack does (PROVIDERS.md §8; shapes checked against Slac
   committed, pages continuing a cursor that repeat the last items of the page before, and (on
   `users.list`) a member edited plus a member joining between two pages (`mutate_next`).
 
-Not implemented: other methods, blocks rendering, threads beyond storing `thread_ts`, Events API.
+- Events API (`send_events(url, signing_secret)`): a `url_verification` first (`events_url_verified`
+  once the receiver echoed the challenge), then a signed `event_callback` with a `message` event
+  for each message posted (`chat.postMessage`, or `add_message` for a member), from a background
+  thread, retried on a non-2xx (`esm_dagster.sandbox.slack.events`).
+
+Not implemented: other methods, blocks rendering, threads beyond storing `thread_ts`, other events.
 """
 
 from __future__ import annotations
@@ -37,9 +42,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.slack import data
+from esm_dagster.sandbox.slack.events import (
+    SLACK_RETRY,
+    SlackEventsConfig,
+    challenge_echoed,
+    event_callback,
+    url_verification,
+)
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
 from esm_dagster.security.redact import redact_text
+from esm_dagster.security.secret import Secret
 
 MAX_LIMIT = 1000
 MAX_TEXT = 40_000
@@ -57,7 +71,7 @@ def encode_cursor(kind: str, object_id: str) -> str:
     return base64.b64encode(f"{kind}:{object_id}".encode()).decode("ascii")
 
 
-class SlackEmulator(LoopbackEmulator):
+class SlackEmulator(PushingEmulator):
     def __init__(
         self,
         *,
@@ -86,6 +100,8 @@ class SlackEmulator(LoopbackEmulator):
         self._channels = data.seed_conversations(channels, self._users[:-1], rng, start, end)
         self._history: dict[str, list[dict[str, Any]]] = {}
         self.mutations: list[tuple[str, str]] = []  # (member edited, member joined) per mutate fault
+        self._events: SlackEventsConfig | None = None
+        self.events_url_verified = False
         for channel in self._channels:
             history = []
             for _ in range(messages_per_channel):
@@ -114,6 +130,57 @@ class SlackEmulator(LoopbackEmulator):
     def history(self, channel_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self._history[channel_id])
+
+    def add_message(self, channel_id: str, user_id: str, text: str) -> dict[str, Any]:
+        """A member writes in a channel (its `message` event goes out when events are on)."""
+        with self._lock:
+            if channel_id not in self._history:
+                raise KeyError(f"no channel {channel_id!r}")
+            self._sequence += 1
+            message = {
+                "text": text,
+                "ts": data.ts(int(self.clock()), self._sequence),
+                "type": "message",
+                "user": user_id,
+            }
+            self._history[channel_id].insert(0, message)
+            self._emit_message(channel_id, message)
+            return copy.deepcopy(message)
+
+    # ---- Events API -----------------------------------------------------------------------------
+    def send_events(
+        self, url: str, signing_secret: str | Secret, *, retry: RetryPolicy | None = None
+    ) -> WebhookSender:
+        """Set the app's Request URL (loopback): verified first, then events, signed with the app's
+        signing secret."""
+        secret = signing_secret if isinstance(signing_secret, Secret) else Secret(signing_secret)
+        config = SlackEventsConfig(url, secret)
+        sender = self._open_sender(url, retry or SLACK_RETRY)
+        with self._lock:
+            self._events = config
+            self.events_url_verified = False
+        body, challenge = url_verification()
+
+        def verified() -> None:
+            self.events_url_verified = True
+
+        self._push(
+            "url_verification", body, config.sign, accept=challenge_echoed(challenge), delivered=verified
+        )
+        return sender
+
+    def _emit_message(self, channel_id: str, message: dict[str, Any]) -> None:
+        """Queue the `message` event of a new message (call under the lock)."""
+        if self._events is None or self.webhooks is None:
+            return
+        event = {
+            **copy.deepcopy(message),
+            "channel": channel_id,
+            "event_ts": message["ts"],
+            "channel_type": "channel",
+        }
+        event_id, body = event_callback(event, self.bot["id"], int(self.clock()))
+        self._push(event_id, body, self._events.sign)
 
     # ---- LoopbackEmulator hooks -----------------------------------------------------------------
     def redact_query(self, query: str) -> str:
@@ -343,4 +410,5 @@ class SlackEmulator(LoopbackEmulator):
             if params.get("thread_ts"):
                 message["thread_ts"] = str(params["thread_ts"])
             self._history[channel_id].insert(0, message)
+            self._emit_message(channel_id, message)
             return {"channel": channel_id, "ts": message["ts"], "message": copy.deepcopy(message)}

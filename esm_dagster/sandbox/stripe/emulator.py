@@ -25,8 +25,13 @@ What it implements, as Stripe does (PROVIDERS.md §1; shapes checked against Str
   objects changed and created between two pages (`mutations` lists what changed), and keys that
   expire after N requests (401 `api_key_expired`, Stripe's body).
 
-Not implemented: other resources, `expand` (accepted and ignored), Connect headers, webhooks
-delivery, search's full query language (`field:'value'` clauses joined by AND only).
+- Webhooks (`send_webhooks(url, secret)`): every new event is POSTed, as the events feed has it,
+  to a loopback endpoint with `Stripe-Signature: t=,v1=` under the endpoint's `whsec_` secret,
+  from a background thread, retried on a non-2xx (`esm_dagster.sandbox.webhook_sender`).
+
+Not implemented: other resources, `expand` (accepted and ignored), Connect headers, refund
+objects for `refund_charge` (the charge and its `charge.refunded` event only), search's full query
+language (`field:'value'` clauses joined by AND only).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.jsonshape import RawJSON, encode
 from esm_dagster.sandbox.stripe import data as stripe_data
 from esm_dagster.sandbox.stripe.data import (
@@ -57,10 +62,14 @@ from esm_dagster.sandbox.stripe.data import (
     EventRow,
 )
 from esm_dagster.sandbox.stripe.forms import FormError, decode
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
+from esm_dagster.sandbox.webhook_signers import stripe_signature_header
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.secret import Secret
 
 MAX_LIMIT = 100
+# Stripe retries for days; the emulator keeps the shape (a few tries, backing off) in seconds.
+STRIPE_RETRY = RetryPolicy(attempts=3, first_wait=0.5, max_wait=5.0)
 DEFAULT_LIMIT = 10
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z_]+)?$")
 _KEY_PREFIX_RE = re.compile(r"^((?:sk|rk|pk)_(?:test|live)_)")
@@ -306,7 +315,7 @@ class _StoredResponse:
     request_id: str
 
 
-class StripeEmulator(LoopbackEmulator):
+class StripeEmulator(PushingEmulator):
     """`StripeEmulator(api_keys=["sk_test_..."], customers=200, charges=1000, seed=7)`, then `.start()`.
 
     `start`/`end` bound the seeded `created` values (unix seconds, default 2026-09-01..2026-12-01 UTC);
@@ -360,6 +369,7 @@ class StripeEmulator(LoopbackEmulator):
         self._sequence = 0
         self._idempotency: dict[tuple[str, str], _StoredResponse] = {}
         self.mutations: list[Mutation] = []  # what the `mutate` faults changed, in order
+        self._webhook_secret: Secret | None = None
 
     # ---- builders -----------------------------------------------------------------------------
     def _build_event(self, row: EventRow) -> dict[str, Any]:
@@ -458,6 +468,41 @@ class StripeEmulator(LoopbackEmulator):
             self.payment_intents.insert(_StoredRow(when, intent.id))
             self._event(f"charge.{status}", obj, None, self._python_context(), when)
             return copy.deepcopy(obj)
+
+    def refund_charge(self, charge_id: str) -> dict[str, Any]:
+        """Refund a succeeded charge in full: the charge as it now is, and its `charge.refunded`."""
+        with self._lock:
+            row = self.charges.by_id.get(charge_id)
+            if row is None:
+                raise KeyError(f"no charge {charge_id!r}")
+            current = self.charges.materialize(row)
+            if current.get("status") != "succeeded" or current.get("refunded"):
+                raise ValueError(f"charge {charge_id!r} is not a succeeded, unrefunded charge")
+            obj = copy.deepcopy(current)
+            obj.update(amount_refunded=obj["amount"], refunded=True)
+            previous = {k: current.get(k) for k in ("amount_refunded", "refunded")}
+            self.charges.overrides[charge_id] = obj
+            self._event("charge.refunded", obj, previous, self._python_context(), int(self._clock()))
+            return copy.deepcopy(obj)
+
+    # ---- webhooks -------------------------------------------------------------------------------
+    def send_webhooks(
+        self, url: str, secret: str | Secret, *, retry: RetryPolicy | None = None
+    ) -> WebhookSender:
+        """POST every event created from now on to `url` (loopback), signed with the endpoint's
+        `whsec_` secret. Stripe retries an endpoint that does not answer 2xx with exponential
+        backoff for up to three days in live mode, and a few times over hours in test mode (Stripe's
+        webhook docs; not in PROVIDERS.md): the emulator makes `retry.attempts` tries, seconds apart."""
+        self._webhook_secret = secret if isinstance(secret, Secret) else Secret(secret)
+        return self._open_sender(url, retry or STRIPE_RETRY)
+
+    def _sign_webhook(self, body: bytes, attempt: int) -> dict[str, str]:
+        assert self._webhook_secret is not None
+        return {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            "Stripe-Signature": stripe_signature_header(body, self._webhook_secret, int(time.time())),
+        }
 
     def _python_context(self) -> _Context:
         return _Context(request_id=self._request_id(), api_version=self.api_version)
@@ -963,6 +1008,9 @@ class StripeEmulator(LoopbackEmulator):
             created, event_id, event_type, "snapshot", obj, previous, ctx.request_id, ctx.idempotency_key
         )
         self.events.insert(row)
+        if self.webhooks is not None:  # queued only: the request that made the event never waits
+            body = stripe_data.event_json(row, self.api_version).encode("utf-8")
+            self._push(event_id, body, self._sign_webhook)
 
     def _customer_fields(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validated changes; `None` unsets (Stripe's empty string), metadata merges per key."""

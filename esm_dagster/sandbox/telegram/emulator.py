@@ -13,7 +13,16 @@ What it implements, as the Bot API does (PROVIDERS.md §6; Telegram publishes no
   empty`, `message is too long` over 4096 characters; 403 for a chat that blocked the bot. The
   sent message is returned and kept (`sent_messages()`), but, as on Telegram, no Bot API method
   shows it to the bot again. There is no idempotency: the same call twice sends twice.
-- `getMe`, `setWebhook`, `deleteWebhook(drop_pending_updates)`.
+- `getMe`, `deleteWebhook(drop_pending_updates)`, `getWebhookInfo` (`url`, `pending_update_count`).
+- `setWebhook(url, secret_token, drop_pending_updates)`: from then on each update is pushed (the
+  ones waiting first), one Update JSON per POST with `X-Telegram-Bot-Api-Secret-Token`, from a
+  background thread; an update leaves the queue once the receiver answered 2xx. Telegram retries
+  a failed delivery and "gives up after a reasonable amount of attempts" (Bot API docs; not in
+  PROVIDERS.md): the emulator makes 3 tries, seconds apart, and an update it gave up on stays
+  pending (`getWebhookInfo`, or `getUpdates` after `deleteWebhook`). Only a loopback URL gets
+  deliveries: another one is set but never called (updates stay pending), since the emulator never
+  leaves the host. The secret token must be 1-256 characters of `A-Z a-z 0-9 _ -` (PROVIDERS.md
+  §6); the request log masks it.
 - Answers are `{ok:true,result}` or `{ok:false,error_code,description[,parameters]}`; `faults`: 429
   with `parameters.retry_after` (and the "retry after N" description), 5xx, delays, disconnects,
   lost responses after a send committed.
@@ -35,16 +44,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+import httpx
+
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.telegram import data
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy
+from esm_dagster.sandbox.webhook_signers import telegram_headers
+from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.redact import redact_text
+from esm_dagster.security.secret import Secret
 
 MAX_LIMIT = 100
 MAX_TEXT = 4096
 _PATH = re.compile(r"^/bot([^/]*)/([A-Za-z]+)$")
 _TOKEN = re.compile(r"^(\d+):[A-Za-z0-9_-]{20,}$")
 _PATH_TOKEN = re.compile(r"^/bot[^/]*")
-METHODS = ("getUpdates", "sendMessage", "getMe", "setWebhook", "deleteWebhook")
+METHODS = ("getUpdates", "sendMessage", "getMe", "setWebhook", "deleteWebhook", "getWebhookInfo")
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_SECRET_PARAM = re.compile(r"(?i)(secret_token=)[^&]*")
+TELEGRAM_RETRY = RetryPolicy(attempts=3, first_wait=0.5, max_wait=5.0)
 
 
 class TelegramError(Exception):
@@ -55,7 +73,7 @@ class TelegramError(Exception):
         self.parameters = parameters
 
 
-class TelegramEmulator(LoopbackEmulator):
+class TelegramEmulator(PushingEmulator):
     def __init__(
         self,
         *,
@@ -84,6 +102,8 @@ class TelegramEmulator(LoopbackEmulator):
         self._blocked: set[int] = set()
         self._sent: list[dict[str, Any]] = []
         self._webhook: str | None = None
+        self._secret_token: Secret | None = None
+        self.webhook_retry = TELEGRAM_RETRY  # tests shorten it
         self.confirmed = 0  # updates confirmed (dropped) so far
 
     # ---- Python API -----------------------------------------------------------------------------
@@ -111,6 +131,7 @@ class TelegramEmulator(LoopbackEmulator):
             }
             update = {"update_id": update_id, "message": message}
             self._queue.append(update)
+            self._push_update(update)
             return copy.deepcopy(update)
 
     def block(self, chat_id: int) -> None:
@@ -129,7 +150,8 @@ class TelegramEmulator(LoopbackEmulator):
 
     def redact_query(self, query: str) -> str:
         # The secret half alone is enough to mask a token in any encoding (`:` becomes `%3A`).
-        return redact_text(query, [*self._tokens, *(t.split(":", 1)[1] for t in self._tokens)])
+        masked = redact_text(query, [*self._tokens, *(t.split(":", 1)[1] for t in self._tokens)])
+        return _SECRET_PARAM.sub(r"\1***", masked)
 
     def handle(self, request: Request) -> Response:
         try:
@@ -214,16 +236,70 @@ class TelegramEmulator(LoopbackEmulator):
                 "supports_inline_queries": False,
             }
         if method == "setWebhook":
-            url = str(params.get("url") or "")
+            return self._set_webhook(params)
+        if method == "getWebhookInfo":
             with self._lock:
-                self._webhook = url or None
-            return True
-        with self._lock:  # deleteWebhook
+                return {
+                    "url": self._webhook or "",
+                    "has_custom_certificate": False,
+                    "pending_update_count": len(self._queue) if self._webhook else 0,
+                }
+        self.stop_webhooks()  # deleteWebhook
+        with self._lock:
             self._webhook = None
+            self._secret_token = None
             if str(params.get("drop_pending_updates") or "").lower() in ("true", "1"):
                 self.confirmed += len(self._queue)
                 self._queue.clear()
         return True
+
+    # ---- webhook --------------------------------------------------------------------------------
+    def _set_webhook(self, params: dict[str, Any]) -> bool:
+        url = str(params.get("url") or "")
+        token = params.get("secret_token")
+        if not url:  # an empty url removes the webhook, as deleteWebhook does
+            self.stop_webhooks()
+            with self._lock:
+                self._webhook, self._secret_token = None, None
+            return True
+        if token is not None and not (isinstance(token, str) and _SECRET_TOKEN.match(token)):
+            raise TelegramError(400, "Bad Request: secret token contains unallowed characters")
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            raise TelegramError(400, "Bad Request: bad webhook: invalid URL") from None
+        if is_loopback(host):
+            self._open_sender(url, self.webhook_retry)
+        else:  # set (getUpdates is refused), but the emulator never sends off the host
+            self.stop_webhooks()
+        with self._lock:
+            self._webhook = url
+            self._secret_token = Secret(token) if token else None
+            if str(params.get("drop_pending_updates") or "").lower() in ("true", "1"):
+                self.confirmed += len(self._queue)
+                self._queue.clear()
+            for update in self._queue:  # what waits is pushed first, oldest first
+                self._push_update(update)
+        return True
+
+    def _push_update(self, update: dict[str, Any]) -> None:
+        """Queue one update for the webhook (call under the lock); it leaves the queue once delivered."""
+        if self._webhook is None:
+            return
+        update_id = int(update["update_id"])
+        token = self._secret_token
+
+        def sign(body: bytes, attempt: int) -> dict[str, str]:
+            return {"Content-Type": "application/json", **(telegram_headers(token) if token else {})}
+
+        def delivered() -> None:
+            with self._lock:
+                before = len(self._queue)
+                self._queue = [u for u in self._queue if u["update_id"] != update_id]
+                self.confirmed += before - len(self._queue)
+
+        body = json.dumps(update, ensure_ascii=False).encode("utf-8")
+        self._push(f"telegram:{update_id}", body, sign, delivered=delivered)
 
     @staticmethod
     def _integer(params: dict[str, Any], name: str, default: int | None) -> int | None:

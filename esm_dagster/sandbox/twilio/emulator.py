@@ -22,7 +22,12 @@ by `esm_dagster_tests/sandbox/test_twilio_contract.py`):
   messages of the page before (`duplicate_next`), and a message delivered plus a new one sent
   between two pages (`mutate_next`; `mutations` lists them).
 
-Not implemented: media, message update/delete, status callbacks, other resources; the choice of
+- Status callbacks (`send_status_callbacks(url)`): every status change of a message is a signed form
+  POST from a background thread (`esm_dagster.sandbox.twilio.callbacks`); while they are on, a
+  created message moves queued -> sent -> delivered at once, as a carrier would report it, and
+  `set_status` plays any other change (failed, undelivered with an error code).
+
+Not implemented: media, message update/delete, other resources; the choice of
 code 21422 for an unreadable `DateSent` value is this emulator's, not a confirmed Twilio code.
 """
 
@@ -43,9 +48,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from esm_dagster.sandbox._http import Fault, LoopbackEmulator, Request, Response
+from esm_dagster.sandbox._http import Fault, Request, Response
 from esm_dagster.sandbox.twilio import data
+from esm_dagster.sandbox.twilio.callbacks import (
+    DELIVERY_PATH,
+    FAILED,
+    MESSAGE_STATUSES,
+    TWILIO_RETRY,
+    StatusCallbacks,
+)
+from esm_dagster.sandbox.webhook_sender import PushingEmulator, RetryPolicy, WebhookSender
 from esm_dagster.security.redact import redact_text
+from esm_dagster.security.secret import Secret
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -76,7 +90,7 @@ def _parse_date(value: str) -> float:
     return email.utils.parsedate_to_datetime(value).timestamp()
 
 
-class TwilioEmulator(LoopbackEmulator):
+class TwilioEmulator(PushingEmulator):
     def __init__(
         self,
         *,
@@ -106,6 +120,7 @@ class TwilioEmulator(LoopbackEmulator):
             account_sid, sender, messages, seed, start, end
         )
         self.mutations: list[tuple[str, str]] = []  # (sid changed, sid created) per mutate fault
+        self._callbacks: StatusCallbacks | None = None
         self._sort()
 
     def _sort(self) -> None:
@@ -135,6 +150,37 @@ class TwilioEmulator(LoopbackEmulator):
             self._messages.append(message)
             self._sort()
             return copy.deepcopy(message)
+
+    # ---- status callbacks -----------------------------------------------------------------------
+    def send_status_callbacks(
+        self, url: str, *, auth_token: str | Secret | None = None, retry: RetryPolicy | None = None
+    ) -> WebhookSender:
+        """Every message's StatusCallback is `url` (loopback), signed with the account's Auth Token
+        (or `auth_token`: a wrong one plays a forged delivery)."""
+        token = auth_token if auth_token is not None else self._auth_token
+        with self._lock:
+            self._callbacks = StatusCallbacks(url, token if isinstance(token, Secret) else Secret(token))
+            return self._open_sender(url, retry or TWILIO_RETRY)
+
+    def set_status(self, sid: str, status: str, *, error_code: int | None = None) -> dict[str, Any]:
+        """The carrier reports a new status for a message (and its callback goes out)."""
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"{status!r} is not a Twilio message status")
+        with self._lock:
+            message = next((m for m in self._messages if m["sid"] == sid), None)
+            if message is None:
+                raise KeyError(f"no message {sid!r}")
+            self._change_status(message, status, error_code)
+            return copy.deepcopy(message)
+
+    def _change_status(self, message: dict[str, Any], status: str, error_code: int | None = None) -> None:
+        """Call under the lock."""
+        message["status"] = status
+        message["date_updated"] = data.rfc2822(int(self.clock()))
+        if status in FAILED:
+            message["error_code"] = error_code
+        if self._callbacks is not None and self.webhooks is not None:
+            self._push(*self._callbacks.delivery(message, error_code if status in FAILED else None))
 
     # ---- LoopbackEmulator hooks -----------------------------------------------------------------
     def redact_query(self, query: str) -> str:
@@ -358,4 +404,8 @@ class TwilioEmulator(LoopbackEmulator):
             )
             self._messages.append(message)
             self._sort()
-            return copy.deepcopy(message)
+            created = copy.deepcopy(message)  # the 201 shows it queued, as Twilio answers
+            if self._callbacks is not None and self.webhooks is not None:
+                for status in DELIVERY_PATH:
+                    self._change_status(message, status)
+            return created

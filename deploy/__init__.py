@@ -1,0 +1,1 @@
+"""Production deployment: the PostgreSQL profile, its check, and the distributed executor."""

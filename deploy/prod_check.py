@@ -1,0 +1,259 @@
+"""`make prod-check`: the production profile (`deploy/dagster.prod.yaml`) on a real PostgreSQL.
+
+It proves the path a production run takes, not a shortcut around it: a fresh database on the
+server holds Dagster's storage and (in schema `esm`) the catalog; the instance is built from the
+profile; `dagster job launch` puts a demo sync in the queue, `dagster-daemon run` dequeues it under
+the per-provider tag limits and launches it, the run syncs the Stripe emulator into the catalog,
+and the run, its events and the rows are read back from PostgreSQL. The database is dropped at
+the end, pass or fail.
+
+    python -m deploy.prod_check [--admin-url postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+PROFILE = Path(__file__).with_name("dagster.prod.yaml")
+REPO_ROOT = PROFILE.parents[1]
+DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+CATALOG_SCHEMA = "esm"
+JOB = "esm_sync_hourly__asia_bangkok"  # the demo's customers mapping
+DEFINITIONS_MODULE = "esm_dagster.definitions"
+
+
+@dataclass
+class ProdCheck:
+    """What the check saw; `ok` is the verdict, `failures` say which part broke."""
+
+    storage: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    run_status: str | None = None
+    queued_before_daemon: bool = False
+    tag_limits: list[dict[str, object]] = field(default_factory=list)
+    materializations_in_event_log: int = 0
+    rows_in_catalog: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[tuple[str, str]]:
+    """A database of its own on the server: (Dagster storage URL, catalog URL in schema `esm`)."""
+    from esm_dagster.catalog.db import normalize_url
+
+    name = f"esm_prod_check_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.engine.make_url(normalize_url(admin_url)).set(database=name)
+    storage_url = base.render_as_string(hide_password=False)
+    catalog_url = base.update_query_dict({"options": f"-csearch_path={CATALOG_SCHEMA}"})
+    try:
+        engine = sa.create_engine(storage_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{CATALOG_SCHEMA}"'))
+        engine.dispose()
+        yield storage_url, catalog_url.render_as_string(hide_password=False)
+    finally:
+        from esm_dagster.catalog.db import get_engine
+
+        get_engine(catalog_url.render_as_string(hide_password=False)).dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _dagster(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our own interpreter, fixed arguments)
+        [sys.executable, "-m", "dagster", *args], env=env, cwd=env["DAGSTER_HOME"],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def _wait_for_run(storage_url: str, run_id: str, deadline: float) -> str | None:
+    """The run's status as PostgreSQL's `runs` table holds it, once it stops moving."""
+    engine = sa.create_engine(storage_url)
+    status = None
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                status = conn.execute(
+                    sa.text("select status from runs where run_id = :r"), {"r": run_id}
+                ).scalar_one_or_none()
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    return status
+
+
+def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdCheck:
+    import dagster as dg
+
+    from esm_dagster.demo.run import DEMO_STRIPE_KEY, register_demo_catalog
+    from esm_dagster.sandbox.stripe import StripeEmulator
+    from esm_dagster.security.vault import generate_key
+
+    check = ProdCheck()
+    started = time.monotonic()
+    with scratch_database(admin_url) as (storage_url, catalog_url), tempfile.TemporaryDirectory() as home:
+        shutil.copyfile(PROFILE, Path(home) / "dagster.yaml")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": home,
+            "DAGSTER_PG_URL": storage_url,
+            "ESM_DATABASE_URL": catalog_url,
+            "ESM_HOME": str(Path(home) / "esm"),
+            "ESM_FERNET_KEYS": generate_key(),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        env.pop("ESM_FERNET_KEYS_FILE", None)
+        saved = {k: os.environ.get(k) for k in ("DAGSTER_PG_URL", "ESM_FERNET_KEYS")}
+        os.environ["DAGSTER_PG_URL"] = storage_url
+        os.environ["ESM_FERNET_KEYS"] = env["ESM_FERNET_KEYS"]
+        try:
+            emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=60, charges=200, seed=5)
+            emulator.start()
+            try:
+                register_demo_catalog(catalog_url, emulator.url)
+                with dg.DagsterInstance.from_config(home) as instance:
+                    check.storage = {
+                        "runs": type(instance.run_storage).__name__,
+                        "events": type(instance.event_log_storage).__name__,
+                        "schedules": type(instance.schedule_storage).__name__,
+                        "run_coordinator": type(instance.run_coordinator).__name__,
+                    }
+                    queue = instance.get_concurrency_config().run_queue_config
+                    check.tag_limits = [dict(x) for x in queue.tag_concurrency_limits] if queue else []
+                launched = _dagster(env, "job", "launch", "-m", DEFINITIONS_MODULE, "-j", JOB)
+                if launched.returncode != 0:
+                    check.failures.append(f"`dagster job launch` failed: {launched.stderr[-2000:]}")
+                    return check
+                check.run_id, check.queued_before_daemon = _only_run(storage_url, JOB)
+                daemon_log = Path(home) / "daemon.log"
+                with daemon_log.open("w") as log_file:
+                    daemon = subprocess.Popen(  # noqa: S603
+                        [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
+                        env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                try:
+                    check.run_status = _wait_for_run(storage_url, check.run_id, started + timeout)
+                finally:
+                    daemon.terminate()
+                    try:
+                        daemon.wait(20)
+                    except subprocess.TimeoutExpired:
+                        daemon.kill()
+                        daemon.wait(5)
+                if check.run_status != "SUCCESS":
+                    check.failures.append(f"daemon log: {daemon_log.read_text()[-2000:]}")
+                _read_back(check, storage_url, catalog_url)
+            finally:
+                emulator.stop()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    check.seconds = round(time.monotonic() - started, 1)
+    _judge(check)
+    return check
+
+
+def _only_run(storage_url: str, job: str) -> tuple[str, bool]:
+    engine = sa.create_engine(storage_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("select run_id, status from runs where pipeline_name = :j"), {"j": job}
+            ).all()
+    finally:
+        engine.dispose()
+    if len(rows) != 1:
+        raise RuntimeError(f"expected one launched run of {job} in PostgreSQL, found {len(rows)}")
+    return rows[0].run_id, rows[0].status == "QUEUED"
+
+
+def _read_back(check: ProdCheck, storage_url: str, catalog_url: str) -> None:
+    engine = sa.create_engine(storage_url)
+    try:
+        with engine.connect() as conn:
+            check.materializations_in_event_log = conn.execute(
+                sa.text(
+                    "select count(*) from event_logs where run_id = :r "
+                    "and dagster_event_type = 'ASSET_MATERIALIZATION'"
+                ),
+                {"r": check.run_id},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    catalog = sa.create_engine(catalog_url)
+    try:
+        with catalog.connect() as conn:
+            check.rows_in_catalog = conn.execute(sa.text('select count(*) from "user"')).scalar_one()
+    finally:
+        catalog.dispose()
+
+
+def _judge(check: ProdCheck) -> None:
+    expected = {
+        "runs": "PostgresRunStorage",
+        "events": "PostgresEventLogStorage",
+        "schedules": "PostgresScheduleStorage",
+        "run_coordinator": "QueuedRunCoordinator",
+    }
+    for part, name in expected.items():
+        if check.storage.get(part) != name:
+            check.failures.append(f"{part}: expected {name}, the instance has {check.storage.get(part)}")
+    if not any(limit.get("key") == "esm/provider" for limit in check.tag_limits):
+        check.failures.append("no per-provider (esm/provider) tag limit in the run queue")
+    if not check.queued_before_daemon:
+        check.failures.append("the launched run did not wait in the queue for the daemon")
+    if check.run_status != "SUCCESS":
+        check.failures.append(f"run {check.run_id} ended {check.run_status}")
+    if check.materializations_in_event_log < 1:
+        check.failures.append("no asset materialization in the PostgreSQL event log")
+    if check.rows_in_catalog < 1:
+        check.failures.append("no customer rows landed in the catalog's `user` table")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--admin-url", default=os.environ.get("ESM_PROD_CHECK_URL", DEFAULT_ADMIN_URL))
+    args = parser.parse_args()
+    check = run_check(args.admin_url)
+    for part, name in check.storage.items():
+        print(f"{part:16} {name}")
+    print(f"run {check.run_id}: queued={check.queued_before_daemon} -> {check.run_status}")
+    print(f"materializations in event_logs: {check.materializations_in_event_log}")
+    print(f"rows in catalog user table: {check.rows_in_catalog}; {check.seconds}s")
+    for failure in check.failures:
+        print(f"FAILED {failure}")
+    print("prod-check OK" if check.ok else "prod-check FAILED")
+    return 0 if check.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
