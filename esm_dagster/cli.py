@@ -422,6 +422,53 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conflicts_list(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.conflicts import list_conflicts
+    from esm_dagster.catalog.db import session_factory
+    from esm_dagster.catalog.mappings import age
+
+    with session_factory(_catalog_url())() as session:
+        records = [
+            {
+                "id": str(c.id),
+                "mapping_id": str(c.mapping_id),
+                "record": c.external_id,
+                "field": c.field,
+                "internal": c.internal_value,
+                "external": c.external_value,
+                "base": c.base_value,
+                "status": c.status,
+                "resolution": c.resolution or "",
+                "decided_by": c.decided_by or "",
+                "seen": age(c.created_at),
+            }
+            for c in list_conflicts(session, args.mapping, include_decided=args.all)
+        ]
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    if not records:
+        print("no conflicts" if args.all else "no open conflicts")
+        return 0
+    columns = ["id", "record", "field", "internal", "external", "status", "seen"]
+    print(format_table(records, columns + (["resolution", "decided_by"] if args.all else [])))
+    return 0
+
+
+def cmd_conflicts_resolve(args: argparse.Namespace) -> int:
+    from esm_dagster.catalog.audit import current_actor
+    from esm_dagster.catalog.conflicts import resolve_conflict
+    from esm_dagster.catalog.db import session_factory
+
+    with session_factory(_catalog_url()).begin() as session:
+        conflict = resolve_conflict(session, args.conflict, args.take, current_actor().name)
+        field, record = conflict.field, conflict.external_id
+    print(
+        f"conflict {args.conflict}: {field} of {record} takes the {args.take} value at the mapping's next sync"
+    )
+    return 0
+
+
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     from esm_dagster.sync.replay import replay_quarantine
 
@@ -670,6 +717,8 @@ PERMISSION_OF: dict[Any, str | None] = {
     cmd_messages_list: "mapping.read",
     cmd_messages_send: "sync.run",
     cmd_quarantine_replay: "quarantine.replay",
+    cmd_conflicts_list: "mapping.read",
+    cmd_conflicts_resolve: "mapping.write",
     cmd_sync: "sync.run",
     cmd_test_connection: "connection.test",
     cmd_webhooks_serve: "webhooks.serve",
@@ -824,6 +873,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_quarantine_replay)
+
+    conflicts = sub.add_parser("conflicts", help="two-way fields both sides changed").add_subparsers(
+        dest="conflicts_command", required=True
+    )
+    c_list = conflicts.add_parser("list", help="open conflicts: record, field, internal and external value")
+    c_list.add_argument("mapping", nargs="?", help="only this mapping (id, system name or system/stream)")
+    c_list.add_argument("--all", action="store_true", help="include decided conflicts (every decision)")
+    c_list.add_argument("--json", action="store_true")
+    c_list.set_defaults(func=cmd_conflicts_list)
+    c_resolve = conflicts.add_parser("resolve", help="take one side of an open conflict")
+    c_resolve.add_argument("conflict", help="conflict id (from `esm conflicts list`)")
+    c_resolve.add_argument("--take", required=True, choices=["internal", "external"])
+    c_resolve.set_defaults(func=cmd_conflicts_resolve)
 
     sync = sub.add_parser("sync", help="sync one mapping now, without Dagster")
     sync.add_argument("mapping", help="mapping id, system name or system/stream")

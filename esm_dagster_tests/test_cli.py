@@ -101,7 +101,7 @@ def test_console_script_and_db_upgrade(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert "at revision 0006_outbound_messages" in out.stdout
+    assert "at revision 0007_two_way_sync" in out.stdout
     key = subprocess.run(
         [sys.executable, "-m", "esm_dagster.cli", "keys", "generate"], capture_output=True, text=True
     )

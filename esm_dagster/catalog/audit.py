@@ -55,6 +55,7 @@ ACTIONS = frozenset(
         "access.denied",
         "operator.added",
         "operator.changed",
+        "conflict.resolved",
     }
 )
 _MAX_DETAIL = 500

@@ -403,6 +403,72 @@ class AuditEntry(Base):
     )
 
 
+class SyncShadow(Base):
+    """What a two-way mapping last agreed with the provider about one record.
+
+    The base of every three-way comparison (`sync.changes`): a field whose internal value differs
+    from `fields` was changed internally, one whose external value differs was changed at the
+    provider, and a value we wrote comes back equal to `fields`, so it is not a change (no echo).
+    `fields` holds the mapped values in canonical text (`sync.changes.canonical`); `digest` is
+    their hash, so an unchanged row is recognised without comparing field by field.
+    """
+
+    __tablename__ = "esm_sync_shadow"
+
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), primary_key=True
+    )
+    external_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    row_key: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)  # the target row's `id`
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Bumped at every agreement: part of the idempotency key of the next push, so a value changed
+    # back to an earlier one (A -> B -> A) is a new write, not a replay of the first.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    internal_modified_at: Mapped[dt.datetime | None] = mapped_column()
+    external_modified_at: Mapped[dt.datetime | None] = mapped_column()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column()  # deleted at the provider
+    synced_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+
+
+Index("ix_esm_sync_shadow_row", SyncShadow.mapping_id, SyncShadow.row_key)
+
+
+class SyncConflict(Base):
+    """One field both sides changed differently since the last agreement, and how it was settled.
+
+    Every decision is a row: automatic ones (`external_wins`, `internal_wins`, `latest_wins`) are
+    written already decided (`decided_by="policy:<name>"`); under `manual` the row waits with
+    status `open` until `esm conflicts resolve` records the person's choice, which the next round
+    applies (`applied_at`).
+    """
+
+    __tablename__ = "esm_sync_conflict"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    mapping_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("external_system_mapping.id", ondelete="CASCADE"), nullable=False
+    )
+    external_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    field: Mapped[str] = mapped_column(String(200), nullable=False)  # the target column
+    policy: Mapped[str] = mapped_column(String(20), nullable=False)
+    base_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    internal_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    external_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    internal_modified_at: Mapped[dt.datetime | None] = mapped_column()
+    external_modified_at: Mapped[dt.datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="open")  # open, decided
+    resolution: Mapped[str | None] = mapped_column(String(20))  # internal, external
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decided_at: Mapped[dt.datetime | None] = mapped_column()
+    applied_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, nullable=False)
+
+
+Index("ix_esm_sync_conflict_open", SyncConflict.mapping_id, SyncConflict.status, SyncConflict.external_id)
+
+
 class MessageStatus(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"  # claimed by a dispatcher; a stale claim is looked up before any resend

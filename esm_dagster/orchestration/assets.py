@@ -76,6 +76,16 @@ def materialization_metadata(report: SyncReport) -> dict[str, dg.MetadataValue]:
         meta["rows_by_table"] = dg.MetadataValue.json(report.tables)
     if report.error_class:
         meta["error_class"] = dg.MetadataValue.text(report.error_class)
+    if report.two_way:
+        for name in (
+            "records_pushed",
+            "push_failures",
+            "local_updates",
+            "conflicts_decided",
+            "conflicts_open",
+        ):
+            meta[name] = dg.MetadataValue.int(getattr(report, name))
+        meta["records_deleted"] = dg.MetadataValue.int(report.records_deleted)
     return meta
 
 

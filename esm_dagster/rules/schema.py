@@ -267,6 +267,66 @@ class RateLimiting(BaseModel):
 
 
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
+_WRITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class OutboundConfig(BaseModel):
+    """Which of the provider's writes (`Provider.WRITES`) carry internal changes back, and how.
+
+    `create` makes a record the provider has not seen, `update` changes one it has; an upsert
+    write may be named for both. The record carries the external id under `key_field` (None: an
+    upsert by a natural key, which then belongs in `always`). `always` lists source paths sent with
+    every write, changed or not (HubSpot's upsert needs `properties.email` each time); `unwrap` is
+    a path prefix the read shape has and the write shape has not (HubSpot reads
+    `properties.email`, writes `email`). Whether the provider knows the write names is checked when
+    the round starts: the rules know no provider.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    create: str | None = None
+    update: str | None = None
+    key_field: str | None = "id"
+    always: list[str] = Field(default_factory=list)
+    unwrap: str | None = None
+    # A column of the target table the internal application sets when it changes a row: its
+    # modification time for `latest_wins`. Without it, that side's time is unknown.
+    updated_at_column: str | None = None
+
+    @field_validator("create", "update")
+    @classmethod
+    def _write_name(cls, v: str | None) -> str | None:
+        if v is not None and not _WRITE_NAME.match(v):
+            raise ValueError(f"{v!r} is not a write name (lower-case letters, digits and _)")
+        return v
+
+    @field_validator("key_field", "unwrap")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and (reason := _check_path(v)):
+            raise ValueError(reason)
+        return v
+
+    @field_validator("always")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if reason := _check_path(path):
+                raise ValueError(reason)
+        return v
+
+    @field_validator("updated_at_column")
+    @classmethod
+    def _column(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} is not a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
+        return v
+
+    @model_validator(mode="after")
+    def _some_write(self) -> OutboundConfig:
+        if self.create is None and self.update is None:
+            raise ValueError("name the write for creates ('create') or for updates ('update'), or both")
+        return self
 
 
 class SyncConfig(BaseModel):
@@ -295,6 +355,21 @@ class SyncConfig(BaseModel):
     allowed_hosts: tuple[str, ...] = Field(default=(), max_length=100)
     # A PEM file of the CAs that issued the endpoint's certificate, trusted instead of the public ones.
     ca_bundle: str | None = Field(default=None, min_length=1, max_length=1000)
+    # Two-way sync (`sync.twoway`): the writes that push internal changes, where the provider's own
+    # modification time of a record is (for `latest_wins`), and what a provider deletion does.
+    outbound: OutboundConfig | None = None
+    external_updated_at: str | None = None
+    delete_mode: Literal["soft", "hard"] = "soft"
+    # A reconciliation that finds more than this share of the known records gone deletes nothing:
+    # an empty or truncated listing must not empty the table.
+    max_delete_share: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("external_updated_at")
+    @classmethod
+    def _external_updated_at(cls, v: str | None) -> str | None:
+        if v is not None and (reason := _check_path(v)):
+            raise ValueError(reason)
+        return v
 
     @field_validator("key")
     @classmethod
@@ -350,6 +425,7 @@ def _section_keys() -> dict[str, tuple[str, ...]]:
         "validation_rules": tuple(ValidationRules.model_fields),
         "sync_config": tuple(SyncConfig.model_fields),
         "sync_config.rate_limiting": tuple(RateLimiting.model_fields),
+        "sync_config.outbound": tuple(OutboundConfig.model_fields),
     }
 
 

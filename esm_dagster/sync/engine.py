@@ -106,6 +106,14 @@ class SyncReport:
     # The mapping's circuit when the run began: closed, open, half_open (this run is the trial),
     # or "... (forced)" when `force` ran it past an open circuit.
     circuit: str = "closed"
+    # Two-way rounds (`sync.twoway`); zero for an inbound-only mapping.
+    two_way: bool = False
+    records_pushed: int = 0
+    push_failures: int = 0
+    local_updates: int = 0
+    conflicts_decided: int = 0
+    conflicts_open: int = 0
+    records_deleted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,7 +253,12 @@ def run_mapping(
         tables = target_tables(url, plan)
         ctx = LoadContext(url, mapping_id, source, stream, rules, plan, tables, report, logger)
         ctx.track_cursor = window is None
-        _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since, window=window)
+        if rules.sync.sync_direction == "inbound":
+            _extract_and_load(ctx, provider, full_refresh=full_refresh, since=since, window=window)
+        else:  # the whole round: inbound, merge, outbound, deletes
+            from esm_dagster.sync.twoway import run_round
+
+            run_round(ctx, provider)
     except Exception as exc:
         if provider is not None:
             _take_metrics(report, provider)
@@ -352,6 +365,10 @@ def secret_values(scope: dict[str, Any]) -> list[str]:
 
 def error_class_of(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
+        return exc.error_class
+    from esm_dagster.sync.twoway import RoundFailed  # late: twoway builds on this module
+
+    if isinstance(exc, RoundFailed):
         return exc.error_class
     if isinstance(exc, VaultError):
         return "credential_error"

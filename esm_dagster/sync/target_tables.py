@@ -156,6 +156,18 @@ def ensure_table(engine: Engine, table: str, columns: Mapping[str, str]) -> sa.T
     return writable_table(table, columns)
 
 
+def ensure_columns(engine: Engine, table: str, columns: Mapping[str, str]) -> None:
+    """Add the engine's own columns a feature needs (`is_deleted`, `deleted_at`) if missing.
+
+    Unlike mapped columns these may be system names; an existing column is left as it is.
+    """
+    with _lock, engine.begin() as conn:
+        existing = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        for name, kind in columns.items():
+            if name not in existing:
+                conn.execute(sa.text(_add_column_sql(engine, table, name, column_type(kind))))
+
+
 def writable_table(table: str, columns: Mapping[str, str]) -> sa.Table:
     """A Table holding only the columns we write, typed for correct binding on both engines."""
     return sa.Table(

@@ -19,7 +19,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.types import ExactDecimal, UTCDateTime
 
-HEAD = "0006_outbound_messages"
+HEAD = "0007_two_way_sync"
 
 SEED_COLUMNS = {
     "id", "system_name", "system_type", "provider_name", "api_endpoint", "api_version",
