@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,8 @@ import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine
 from esm_dagster.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The README's Mixpanel example writes `start_date: 2026-01-01` unquoted, which YAML reads as a date.
 MAPPING_WITH_A_YAML_DATE = """\
@@ -44,7 +50,7 @@ def test_mapping_add_stores_an_unquoted_yaml_date(
     path.write_text(MAPPING_WITH_A_YAML_DATE)
     assert main(["mapping", "add", "--no-reload", str(path)]) == 0, capsys.readouterr().err
     rules = stored_rules(cli_env)
-    text = rules if isinstance(rules, str) else __import__("json").dumps(rules)
+    text = rules if isinstance(rules, str) else json.dumps(rules)
     assert '"start_date": "2026-01-01"' in text
 
 
@@ -63,5 +69,23 @@ def test_mapping_edit_rules_with_an_unquoted_yaml_datetime(
     assert code == 0, err
     assert "INSERT" not in err and "UPDATE" not in err
     stored = stored_rules(cli_env)
-    text = stored if isinstance(stored, str) else __import__("json").dumps(stored)
+    text = stored if isinstance(stored, str) else json.dumps(stored)
     assert '"start_date": "2026-02-01"' in text
+
+
+def test_telegram_emulator_explains_a_short_token_in_one_line() -> None:
+    """`123456789:AAsecret` looks like the `--help` form, but real bot secrets are longer."""
+    token = "123456789:AAshortsecret"
+    env = {**os.environ, "ESM_TELEGRAM_EMULATOR_TOKENS": token, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "esm_dagster.sandbox.telegram", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr  # no traceback
+    assert "ESM_TELEGRAM_EMULATOR_TOKENS" in lines[0] and "at least 20" in lines[0]
+    assert "AAshortsecret" not in done.stderr + done.stdout
