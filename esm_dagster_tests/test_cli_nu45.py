@@ -89,3 +89,25 @@ def test_telegram_emulator_explains_a_short_token_in_one_line() -> None:
     assert len(lines) == 1, done.stderr  # no traceback
     assert "ESM_TELEGRAM_EMULATOR_TOKENS" in lines[0] and "at least 20" in lines[0]
     assert "AAshortsecret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("endpoint", ["http://api.twilio.com", "https://127.0.0.1:1/"])
+def test_a_refused_endpoint_is_one_line_on_stderr(cli_env: str, tmp_path: Path, endpoint: str) -> None:
+    """The refusal is audited (and logged), but the user sees it once: `esm: error: ...`."""
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING_WITH_A_YAML_DATE.replace("https://api.stripe.com", endpoint))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESM_", "DAGSTER_"))}
+    env.update({"ESM_DATABASE_URL": cli_env, "ESM_FERNET_KEYS": os.environ["ESM_FERNET_KEYS"]})
+    env.update({"ESM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-m", "esm_dagster.cli", "mapping", "add", "--no-reload", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("esm: error: mapping 'Club Stripe Dated': api_endpoint")
+    assert "sk_test_nu45_not_printed" not in done.stderr
