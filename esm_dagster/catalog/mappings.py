@@ -40,6 +40,21 @@ class MappingError(ValueError):
     """A mapping row or input that cannot be used; the message names the mapping and the field."""
 
 
+def json_native(value: Any) -> Any:
+    """`value` with YAML's dates and datetimes as ISO strings.
+
+    YAML reads an unquoted `start_date: 2026-01-01` as a `date`, which the rules accept but the
+    JSON column cannot store: the row would fail at INSERT with a dump of the statement instead.
+    """
+    if isinstance(value, dict):
+        return {k: json_native(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_native(v) for v in value]
+    if isinstance(value, dt.date):  # datetime is a date too
+        return value.isoformat()
+    return value
+
+
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
     if not slug:
@@ -83,7 +98,7 @@ class MappingInput(BaseModel):
             check_json_limits(value, str(info.field_name))
         except InputTooLarge as exc:
             raise PydanticCustomError("input_too_large", exc.relative()) from None
-        return value
+        return json_native(value) if info.field_name == "mapping_rules" else value
 
     def __repr_args__(self):  # type: ignore[no-untyped-def,unused-ignore]
         for name, value in super().__repr_args__():
@@ -583,6 +598,8 @@ def _edit_mapping(
 
     name = row.system_name
     _check_limits(name, mapping_rules=mapping_rules, credentials=credentials)
+    if mapping_rules is not None:
+        mapping_rules = json_native(mapping_rules)
     try:
         edit = MappingEdit.model_validate(dict(changes))
     except ValidationError as exc:

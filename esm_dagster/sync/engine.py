@@ -270,6 +270,11 @@ def run_mapping(
         _finish(url, mapping_id, run_id, report, rules.sync.error_threshold)
         logger.error(f"sync of {name!r}/{stream} failed: {report.error}")
         raise SyncFailed(f"sync of {name!r}/{stream} failed: {report.error}", report) from None
+    except BaseException as exc:  # Ctrl-C, or Dagster terminating the run
+        report.duration_seconds = round(time.perf_counter() - started, 3)
+        _record_interruption(url, run_id, report, exc)
+        logger.warning(f"sync of {name!r}/{stream} interrupted ({type(exc).__name__}); a re-run resumes it")
+        raise
     finally:
         if provider is not None:
             provider.close()
@@ -618,6 +623,28 @@ def _save_cursor(
 
 def _moment(seconds: int | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _record_interruption(url: str, run_id: uuid.UUID, report: SyncReport, exc: BaseException) -> None:
+    """Close the run row of a sync stopped by a person or the orchestrator, leaving the mapping be.
+
+    Left `running`, the row would pass for a half-open circuit's trial still under way and refuse
+    every sync until `max_run_seconds`; marked `failed`, a Ctrl-C would count towards the circuit.
+    The committed batches and the cursor are kept, so the next run resumes after them.
+    """
+    try:
+        with session_factory(url).begin() as session:
+            run = session.get(SyncRun, run_id)
+            if run is not None and run.status == "running":
+                run.finished_at = utcnow()
+                run.status = "interrupted"
+                run.records_read = report.records_read
+                run.records_written = report.records_written
+                run.records_rejected = report.records_rejected
+                run.pages = report.pages
+                run.error_message = f"interrupted ({type(exc).__name__}) after {report.records_read} records"
+    except Exception:  # the interruption itself is what must propagate
+        log.warning("could not record the interrupted sync run", exc_info=True)
 
 
 def _finish(

@@ -34,13 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not tokens:
         print(f"error: set {AUTH_ENV}", file=sys.stderr)
         return 2
-    emulator = TelegramEmulator(
-        tokens=tokens,
-        updates=args.updates,
-        seed=args.seed,
-        host=args.host,
-        port=args.port,
-    )
+    try:
+        emulator = TelegramEmulator(
+            tokens=tokens,
+            updates=args.updates,
+            seed=args.seed,
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as exc:  # one line naming the variable, never the token itself
+        print(f"error: {AUTH_ENV}: {exc}", file=sys.stderr)
+        return 2
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -89,7 +89,10 @@ class TelegramEmulator(PushingEmulator):
     ) -> None:
         super().__init__(host=host, port=port)
         if not tokens or not all(_TOKEN.match(t) for t in tokens):
-            raise ValueError("give at least one token of the form <bot id>:<secret>")
+            raise ValueError(
+                "give at least one token of the form <bot id>:<secret>: digits, a colon, then at "
+                "least 20 letters, digits, '_' or '-' (like a real bot token)"
+            )
         self._tokens = list(tokens)
         self.clock = clock
         self.bot_username = bot_username
