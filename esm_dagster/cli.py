@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def _error_line(exc: BaseException) -> str:
     """One line for stderr; a database error without its SQL and parameters (they may hold PII)."""
     import sqlalchemy as sa
 
-    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:  # never the SQL or its parameters
         text = f"{type(exc.orig).__name__}: {exc.orig}"
     else:
         text = str(exc)
@@ -568,6 +569,16 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
     url = _catalog_url()
     vault = Vault.from_env()  # no key is a setup error, not the mapping's
     result = probe_mapping(url, args.mapping, vault=vault)
+    from esm_dagster.catalog import audit
+
+    audit.record_now(
+        url,
+        "connection.tested",
+        outcome="ok" if result.ok else "failed",
+        mapping_id=uuid.UUID(result.mapping_id),
+        mapping_name=result.system_name,
+        details={"seconds": result.seconds, "error_class": result.error_class},
+    )
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     elif result.ok:

@@ -398,3 +398,7 @@ def test_test_connection_reports_ok_and_a_revoked_key_without_printing_it(
         kinds = conn.execute(sa.text("select status from esm_sync_run where kind = 'probe'")).scalars().all()
     assert "HTTP 401" in message and revoked not in message
     assert sorted(kinds) == ["failed", "success"]
+    capsys.readouterr()
+    assert main(["audit", "list", "--action", "connection.tested", "--json"]) == 0
+    tested = json.loads(capsys.readouterr().out)
+    assert [(e["outcome"], e["details"]["error_class"]) for e in tested] == [("failed", "auth"), ("ok", None)]

@@ -1,6 +1,6 @@
 """Run the PayPal emulator until interrupted.
 
-    ESM_PAYPAL_EMULATOR_CLIENTS=client_id:secret python -m esm_dagster.sandbox.paypal --port 12121
+    ESM_PAYPAL_EMULATOR_CLIENTS=client_id:secret python -m esm_dagster.sandbox.paypal --port 12151
 
 Clients come from the environment (comma separated `id:secret` pairs), which keeps secrets out of
 the process list. The first line on stdout is the URL; nothing prints a secret.
@@ -25,7 +25,7 @@ CLIENTS_ENV = "ESM_PAYPAL_EMULATOR_CLIENTS"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.paypal", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=12121)
+    parser.add_argument("--port", type=int, default=12151)
     parser.add_argument("--transactions", type=int, default=500)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--start", type=int, default=DEFAULT_START)

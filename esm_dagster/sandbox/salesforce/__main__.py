@@ -1,7 +1,7 @@
 """Run the Salesforce emulator until interrupted.
 
     ESM_SALESFORCE_EMULATOR_CLIENTS=consumer_key:secret python -m esm_dagster.sandbox.salesforce \\
-        --port 12131 --jwt-public-key connected_app.pub.pem
+        --port 12161 --jwt-public-key connected_app.pub.pem
 
 Clients come from the environment (comma separated `key:secret` pairs), which keeps secrets out of
 the process list. The first line on stdout is the URL; nothing prints a secret. `--refresh-token-file`
@@ -29,7 +29,7 @@ CLIENTS_ENV = "ESM_SALESFORCE_EMULATOR_CLIENTS"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.salesforce", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=12131)
+    parser.add_argument("--port", type=int, default=12161)
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--start", type=int, default=DEFAULT_START)

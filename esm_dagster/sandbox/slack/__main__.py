@@ -1,6 +1,6 @@
 """Run the Slack emulator until interrupted.
 
-    ESM_SLACK_EMULATOR_TOKENS=xoxb-... python -m esm_dagster.sandbox.slack --port 12131 --users 40
+    ESM_SLACK_EMULATOR_TOKENS=xoxb-... python -m esm_dagster.sandbox.slack --port 12171 --users 40
 
 Accepted bot tokens come from the environment only (comma separated), which keeps them out of the
 process list. The first line on stdout is the URL; nothing prints a token.
@@ -24,7 +24,7 @@ AUTH_ENV = "ESM_SLACK_EMULATOR_TOKENS"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.slack", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=12131)
+    parser.add_argument("--port", type=int, default=12171)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--channels", type=int, default=9)
     parser.add_argument("--seed", type=int, default=7)

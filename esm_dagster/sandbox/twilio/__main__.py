@@ -1,6 +1,6 @@
 """Run the Twilio emulator until interrupted.
 
-    ESM_TWILIO_EMULATOR_AUTH_TOKEN=... python -m esm_dagster.sandbox.twilio --port 12121 \\
+    ESM_TWILIO_EMULATOR_AUTH_TOKEN=... python -m esm_dagster.sandbox.twilio --port 12181 \\
         --account-sid AC0123456789abcdef0123456789abcdef --messages 200 --seed 7
 
 The auth token comes from the environment only, which keeps it out of the process list. The first
@@ -25,7 +25,7 @@ AUTH_ENV = "ESM_TWILIO_EMULATOR_AUTH_TOKEN"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m esm_dagster.sandbox.twilio", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=12121)
+    parser.add_argument("--port", type=int, default=12181)
     parser.add_argument("--account-sid", required=True)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
