@@ -78,12 +78,12 @@ class LeakCase:
         return {
             "system_name": self.system_name,
             "system_type": self.system_type,
-            "provider_name": "rest" if self.provider == "booking" else self.provider,
+            "provider_name": "rest" if self.provider.startswith("booking") else self.provider,
             "api_endpoint": self.endpoint(root),
             "authentication_type": self.authentication_type,
             "credentials": {**self.credentials, **self.extra_credentials(root)},
             "sync_frequency": "manual",
-            "retry_attempts": 0,
+            "retry_attempts": 1,  # retries (and their log lines) happen; a burst outlasts them
             "timeout_seconds": 1,
             "mapping_rules": rules,
             "created_by": OWNER,
@@ -121,6 +121,12 @@ MIXPANEL_SECRET = "mpSA-leakscan-Zx8cV7bN6mM5qW"
 HUBSPOT_TOKEN = "pat-na1-1eaf5ca2-0b0b-4c4c-9d9d-leakscanhubs"
 MAILCHIMP_KEY = "5f1e2d3c4b5a69788796a5b4c3d2e1f0-us6"
 BOOKING_KEY = "bk_live_leakscan0a1b2c3d4e5f6a7b8c9d0e1f"
+BOOKING_QUERY_KEY = "bkq-leakscan-7c6b5a4f3e2d1c0b9a8f"  # sent in the query string
+BOOKING_USER, BOOKING_PASSWORD = "leakscan-booking-user", "bkpw-leakscan-Mn4Bv6Cx8Z"
+
+
+def _booking_rules(auth: dict[str, Any]) -> dict[str, Any]:
+    return {"x-rest": {**BOOKING_REST, "auth": auth}}
 
 
 CASES: dict[str, LeakCase] = {
@@ -231,5 +237,36 @@ CASES: dict[str, LeakCase] = {
         {"api_key": BOOKING_KEY, **_webhook_secret("booking")},
         lambda c: BookingEmulator(api_keys=[BOOKING_KEY], members=30, bookings=20, seed=3),
         extra_rules={"x-rest": BOOKING_REST},
+    ),
+    # The key in the query string, on a stream whose next-page URL echoes the query back.
+    "booking_query": LeakCase(
+        "booking_query",
+        "Leak Booking Query",
+        "booking_platform",
+        "api_key",
+        "waitlist",
+        "id",
+        {"api_key": BOOKING_QUERY_KEY},
+        lambda c: BookingEmulator(api_keys=[BOOKING_QUERY_KEY], members=10, bookings=10, seed=3),
+        extra_rules=_booking_rules({"type": "api_key", "in": "query", "name": "api_key"}),
+    ),
+    "booking_basic": LeakCase(
+        "booking_basic",
+        "Leak Booking Basic",
+        "booking_platform",
+        "basic_auth",
+        "members",
+        "id",
+        {"username": BOOKING_USER, "password": BOOKING_PASSWORD},
+        lambda c: BookingEmulator(
+            api_keys=["bk-unused-key-of-another-client"],
+            basic_users={BOOKING_USER: BOOKING_PASSWORD},
+            members=20,
+            bookings=10,
+            seed=3,
+        ),
+        extra_rules=_booking_rules({"type": "basic"}),
+        basic_pairs=((BOOKING_USER, BOOKING_PASSWORD),),
+        not_secret=frozenset({"username"}),
     ),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -10,15 +11,18 @@ import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import MappingError, MappingInput, edit_mapping, get_mapping, upsert_mapping
+from esm_dagster.catalog.models import ExternalSystemMapping
 from esm_dagster.providers.base import ProviderError
+from esm_dagster.providers.factory import build_provider
 from esm_dagster.providers.stripe import StripeProvider
-from esm_dagster.providers.telegram import TelegramProvider
 from esm_dagster.security import log_filter
 from esm_dagster.security.secret import Secret
 from esm_dagster.security.vault import Vault
 from esm_dagster.transport import TransportPolicy
+from esm_dagster_tests.providers.booking_helpers import provider as booking_provider
+from esm_dagster_tests.providers.booking_helpers import rest_block
 from esm_dagster_tests.security.hostile import HostileServer
-from esm_dagster_tests.security.leak_cases import CASES, OWNER, STRIPE_KEY, TELEGRAM_TOKEN
+from esm_dagster_tests.security.leak_cases import BOOKING_QUERY_KEY, CASES, OWNER, STRIPE_KEY
 
 
 def _catalog_dump(url: str) -> str:
@@ -68,7 +72,7 @@ def test_a_key_shaped_value_is_refused_even_when_it_is_another_mappings(db_url: 
     case = CASES["stripe"]
     document = case.mapping("http://127.0.0.1:9")
     other = "sk_live_someOtherAccountKey12345"
-    document["mapping_rules"]["field_mappings"]["description"] = f"leak_stripe.{other}"
+    document["mapping_rules"]["field_mappings"][f"metadata.{other}"] = "leak_stripe.pasted"
     with pytest.raises(MappingError) as refused:
         _register(db_url, document)
     assert other not in str(refused.value) and other not in _catalog_dump(db_url)
@@ -81,7 +85,9 @@ def test_editing_the_rules_refuses_a_pasted_key(db_url: str, fernet_key: str) ->
     rules["field_mappings"][f"metadata.{STRIPE_KEY}"] = "leak_stripe.pasted"
     with session_factory(db_url).begin() as session, pytest.raises(MappingError) as refused:
         row = get_mapping(session, case.ref)
-        edit_mapping(session, row, {}, mapping_rules=rules, credentials={"api_key": STRIPE_KEY}, vault=Vault.from_env())
+        edit_mapping(
+            session, row, {}, mapping_rules=rules, credentials={"api_key": STRIPE_KEY}, vault=Vault.from_env()
+        )
     assert "holds a credential" in str(refused.value) and STRIPE_KEY not in str(refused.value)
     assert STRIPE_KEY not in _catalog_dump(db_url)
 
@@ -119,15 +125,51 @@ def test_a_redirect_reflecting_the_key_is_masked_in_httpcore_debug_logs(
     assert STRIPE_KEY not in logged and STRIPE_KEY not in f"{failed.value} {failed.value!r}"
 
 
-def test_a_token_in_the_path_is_masked_in_httpx_request_logs(debug_httpcore: pytest.LogCaptureFixture) -> None:
-    """Leak: httpx logs each request URL at INFO, and Telegram's token is in the path."""
+def test_a_key_in_a_custom_query_parameter_is_masked_in_httpx_request_logs(
+    debug_httpcore: pytest.LogCaptureFixture,
+) -> None:
+    """Leak: httpx logs each request URL at INFO, and a query key under a name the patterns do not
+    know (`?access-code=`) showed in it."""
+    auth = {"type": "api_key", "in": "query", "name": "access-code", "credential": "api_key"}
     with HostileServer() as hostile:
         hostile.mode = "echo_error"
-        provider = TelegramProvider(hostile.url, token=Secret(TELEGRAM_TOKEN), policy=TransportPolicy(0, 2))
-        with provider, pytest.raises(ProviderError):
-            provider.probe()
+        client = booking_provider(
+            hostile.url,
+            stream="members",
+            rest=rest_block(auth=auth),
+            credentials={"api_key": BOOKING_QUERY_KEY},
+        )
+        with client, pytest.raises(ProviderError) as failed:
+            client.probe()
     logged = _logged(debug_httpcore)
-    assert "HTTP Request" in logged and TELEGRAM_TOKEN not in logged
+    assert "HTTP Request" in logged and "access-code=" in logged
+    assert BOOKING_QUERY_KEY not in logged and BOOKING_QUERY_KEY not in str(failed.value)
+
+
+@pytest.mark.parametrize("provider", ["twilio", "mailchimp", "mixpanel"])
+def test_an_error_body_echoing_the_basic_header_is_scrubbed(provider: str, fernet_key: str) -> None:
+    """Leak: a server quoting the `Authorization: Basic` header back in its error body put the
+    base64 of `user:password` into the ProviderError (and from there the run, the row, the alert)."""
+    case = CASES[provider]
+    user, password = case.basic_pairs[0]
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with HostileServer() as hostile:
+        hostile.mode = "echo_error"
+        document = case.mapping(hostile.url)
+        row = ExternalSystemMapping(
+            system_name=case.system_name,
+            provider_name=case.provider,
+            api_endpoint=document["api_endpoint"],
+            mapping_rules=document["mapping_rules"],
+            retry_attempts=0,
+            timeout_seconds=2,
+        )
+        client = build_provider(row, {k: Secret(v) for k, v in document["credentials"].items()})
+        with client, pytest.raises(ProviderError) as failed:
+            client.probe()
+    text = f"{failed.value} {failed.value!r} {failed.value.provider_message}"
+    assert "invalid credential" in text  # the echoed body did reach the error, masked
+    assert encoded.rstrip("=") not in text and password not in text
 
 
 def test_a_closed_client_no_longer_masks_its_values() -> None:

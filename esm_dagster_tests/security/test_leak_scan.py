@@ -35,12 +35,17 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import dagster as dg
-import orjson
 import pytest
 import sqlalchemy as sa
 
 from esm_dagster.catalog.db import get_engine, session_factory
-from esm_dagster.catalog.mappings import MappingError, MappingInput, get_mapping, spec_from_row, upsert_mapping
+from esm_dagster.catalog.mappings import (
+    MappingError,
+    MappingInput,
+    get_mapping,
+    spec_from_row,
+    upsert_mapping,
+)
 from esm_dagster.catalog.migrate import upgrade
 from esm_dagster.catalog.models import User, UserRole
 from esm_dagster.cli import main
@@ -145,27 +150,39 @@ def prepare(
         fault.inject(emulator)
 
 
-def through_dagster(url: str, case: LeakCase, instance: dg.DagsterInstance) -> None:
-    with session_factory(url)() as session:
-        spec = spec_from_row(get_mapping(session, case.ref))
-    result = dg.materialize(
-        [build_mapping_asset(spec)],
-        instance=instance,
-        resources={
-            "catalog": CatalogResource(database_url=url),
-            "vault": VaultResource(),
-            "providers": ProvidersResource(),
-        },
-        raise_on_error=False,
-    )
-    if result.success:
-        return
-    on_failure = build_run_failure_sensor([spec], url)
-    event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    context = dg.build_run_status_sensor_context(
-        sensor_name=on_failure.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=event
-    ).for_run_failure()
-    on_failure(context)
+class DagsterLeg:
+    """The mapping's asset as a job on a real instance, and the run-failure sensor after a failure."""
+
+    def __init__(self, url: str, case: LeakCase, instance: dg.DagsterInstance) -> None:
+        with session_factory(url)() as session:
+            spec = spec_from_row(get_mapping(session, case.ref))
+        job = dg.define_asset_job("leak_scan_sync", selection=dg.AssetSelection.all())
+        defs = dg.Definitions(
+            assets=[build_mapping_asset(spec)],
+            jobs=[job],
+            resources={
+                "catalog": CatalogResource(database_url=url),
+                "vault": VaultResource(),
+                "providers": ProvidersResource(),
+            },
+        )
+        self.job = defs.resolve_job_def("leak_scan_sync")
+        self.on_failure = build_run_failure_sensor([spec], url)
+        self.instance = instance
+
+    def run(self) -> bool:
+        result = self.job.execute_in_process(instance=self.instance, raise_on_error=False)
+        if result.success:
+            return True
+        event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+        context = dg.build_run_status_sensor_context(
+            sensor_name=self.on_failure.name,
+            dagster_instance=self.instance,
+            dagster_run=result.dagster_run,
+            dagster_event=event,
+        ).for_run_failure()
+        self.on_failure(context)
+        return False
 
 
 def through_client(url: str, case: LeakCase, scan: Scan, label: str) -> None:
@@ -182,18 +199,24 @@ def through_client(url: str, case: LeakCase, scan: Scan, label: str) -> None:
         scan.add(f"{label} error", f"{exc!s} {exc!r} {''.join(traceback.format_exception(exc))}")
 
 
-def dump_catalog(url: str, scan: Scan, db_file: Path) -> None:
+def dump_catalog(url: str, scan: Scan, db_file: Path) -> dict[str, list[Any]]:
+    """Every row of every table into the scan; the rows by table for the caller's checks."""
     engine = get_engine(url)
     metadata = sa.MetaData()
     metadata.reflect(engine)
-    assert {"esm_quarantine", "esm_sync_run", "esm_audit_log", "esm_webhook_inbox"} <= set(metadata.tables)
+    assert {"esm_quarantine", "esm_sync_run", "esm_audit_log", "esm_webhook_inbox", "esm_alert"} <= set(
+        metadata.tables
+    )
+    tables: dict[str, list[Any]] = {}
     with engine.connect() as conn:
         for name, table in metadata.tables.items():
-            for row in conn.execute(sa.select(table)).all():
-                scan.add(f"catalog table {name}", repr(tuple(row)))
+            tables[name] = [row._mapping for row in conn.execute(sa.select(table)).all()]
+            for row in tables[name]:
+                scan.add(f"catalog table {name}", repr(tuple(row.values())))
     engine.dispose()
     for path in db_file.parent.glob(db_file.name + "*"):
         scan.add(f"catalog file {path.name}", path.read_bytes())
+    return tables
 
 
 def dump_dagster(instance: dg.DagsterInstance, home: Path, scan: Scan) -> int:
@@ -238,7 +261,7 @@ def test_no_secret_leaks_across_success_and_every_failure_class(
     monkeypatch.setenv("ESM_DATABASE_URL", url)
     upgrade(url)
     scan = Scan()
-    outcomes: dict[str, tuple[bool, str]] = {}
+    outcomes: dict[str, tuple[bool, str]] = {}  # failure class -> (both legs succeeded, stderr)
     home = tmp_path / "dagster_home"
     home.mkdir()
     with (
@@ -256,9 +279,10 @@ def test_no_secret_leaks_across_success_and_every_failure_class(
         scan.add("pasted key refusal", f"{refused.value!s} {refused.value!r}")
         assert "mapping_rules" in str(refused.value)
 
+        dagster = DagsterLeg(url, case, instance)
         for name, fault in FAULTS.items():
             prepare(url, case, fault, emulator, hostile)
-            through_dagster(url, case, instance)
+            dagster_ok = dagster.run()
             prepare(url, case, fault, emulator, hostile)
             code = main(["sync", case.ref])
             prepare(url, case, fault, emulator, hostile)
@@ -266,17 +290,22 @@ def test_no_secret_leaks_across_success_and_every_failure_class(
             out, err = capfd.readouterr()
             scan.add(f"{name} stdout", out)
             scan.add(f"{name} stderr", err)
-            outcomes[name] = (code == 0, err[-3000:])
+            outcomes[name] = (dagster_ok and code == 0, err[-3000:])
         scan.add("emulator request log", repr(emulator.requests))
         runs = dump_dagster(instance, home, scan)
     out, err = capfd.readouterr()
     scan.add("stdout", out)
     scan.add("stderr", err)
     add_logs(scan, debug_logs.records)
-    dump_catalog(url, scan, db_file)
+    tables = dump_catalog(url, scan, db_file)
 
-    # The matrix did what it says: one Dagster run per failure class, the failures failed.
+    # The matrix did what it says: one Dagster run per failure class, the failures failed, in
+    # the classes the transport gives them, and each Dagster failure tried the alert channel.
     assert runs == len(FAULTS)
+    classes = {r["error_class"] for r in tables["esm_sync_run"]}
+    assert {"auth", "rate_limit", "server", "timeout", "network", "credential_error"} <= classes, classes
+    assert len(tables["esm_alert"]) == len(FAULTS) - 1
+    assert {r["status"] for r in tables["esm_alert"]} == {"failed"}
     assert outcomes["success"][0], outcomes["success"][1]
     assert [n for n, (ok, _) in outcomes.items() if ok] == ["success"]
     assert "httpx" in {r.name for r in debug_logs.records}  # the transport's own logger was captured
