@@ -202,8 +202,8 @@ def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple
         check_endpoint(item.api_endpoint, mapping=repr(item.system_name))
     except EndpointRefused as exc:
         raise MappingError(str(exc)) from None
+    rules = _rules_or_error(item.system_name, item.mapping_rules)  # its errors are scrubbed below
     refuse_pasted_credentials(item.system_name, item.mapping_rules, _leaf_strings(item.credentials))
-    rules = _rules_or_error(item.system_name, item.mapping_rules)
     try:
         stream = stream_of(item.provider_name, rules)
     except LookupError as exc:  # unknown provider
@@ -563,8 +563,8 @@ def _edit_mapping(
         except EndpointRefused as exc:
             raise MappingError(str(exc)) from None
     if mapping_rules is not None:
-        refuse_pasted_credentials(name, mapping_rules, _leaf_strings(credentials or {}))
         rules = _rules_or_error(name, mapping_rules)
+        refuse_pasted_credentials(name, mapping_rules, _leaf_strings(credentials or {}))
         try:
             new_stream = stream_of(row.provider_name, rules)
         except ValueError as exc:
