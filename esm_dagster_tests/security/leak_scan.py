@@ -41,6 +41,7 @@ from esm_dagster_tests.security.leak_cases import CASES, OWNER, LeakCase
 
 PAGER_AUTH = "Bearer pager-leakscan-Tk8Jm2WqR4"
 PAGER_TOKEN = "hookleak7Yp3ZrQ9sL2xV5"
+CHAT_TOKEN = "T0CHATLEAK/B0CHATLEAK/chatHookToken8Kd3"  # a Slack webhook URL's path is its token
 
 
 @dataclass(frozen=True)
@@ -260,8 +261,10 @@ def scan_provider(
     assert runs == len(FAULTS)
     classes = {r["error_class"] for r in tables["esm_sync_run"]}
     assert {"auth", "rate_limit", "server", "timeout", "network", "credential_error"} <= classes, classes
-    assert len(tables["esm_alert"]) == len(FAULTS) - 1
-    assert {r["status"] for r in tables["esm_alert"]} == {"failed"}
+    by_channel = {
+        c: [r["status"] for r in tables["esm_alert"] if r["channel"] == c] for c in ("pager", "chat")
+    }
+    assert by_channel == {"pager": ["failed"] * (len(FAULTS) - 1), "chat": ["sent"] * (len(FAULTS) - 1)}
     assert outcomes["success"][0], outcomes["success"][1]
     assert [n for n, (ok, _) in outcomes.items() if ok] == ["success"]
     assert "httpx" in {r.name for r in debug_logs.records}  # the transport's own logger was captured

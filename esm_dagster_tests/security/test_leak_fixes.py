@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from esm_dagster.alerts import Alert
+from esm_dagster.alerts.channels import SlackChannel, WebhookChannel
 from esm_dagster.catalog.db import get_engine, session_factory
 from esm_dagster.catalog.mappings import MappingError, MappingInput, edit_mapping, get_mapping, upsert_mapping
 from esm_dagster.catalog.models import ExternalSystemMapping
@@ -170,6 +172,19 @@ def test_an_error_body_echoing_the_basic_header_is_scrubbed(provider: str, ferne
     text = f"{failed.value} {failed.value!r} {failed.value.provider_message}"
     assert "invalid credential" in text  # the echoed body did reach the error, masked
     assert encoded.rstrip("=") not in text and password not in text
+
+
+def test_a_delivered_webhook_alert_does_not_log_its_url(debug_httpcore: pytest.LogCaptureFixture) -> None:
+    """Leak: httpx logs the URL of every POST at INFO, and a webhook URL (Slack's) is the token."""
+    token = "T0LEAKSCAN/B0LEAKSCAN/xyzWebhookToken42"
+    with HostileServer() as receiver:  # answers 200, which a webhook channel takes as delivered
+        for channel in (
+            WebhookChannel(name="pager", url=Secret(f"{receiver.url}/hooks/{token}")),
+            SlackChannel(name="slack", url=Secret(f"{receiver.url}/services/{token}")),
+        ):
+            channel.deliver(Alert.run_failure(run_id="run-1", message="sync failed"))
+    logged = _logged(debug_httpcore)
+    assert logged.count("HTTP Request: POST") == 2 and token not in logged
 
 
 def test_a_closed_client_no_longer_masks_its_values() -> None:
