@@ -1,9 +1,9 @@
 """The leak scan (issue 6): syncs that succeed and fail in every way, then a search for every secret.
 
 For each provider with an emulator (`leak_cases.CASES`) one mapping is synced through real Dagster
-(`dg.materialize` on a `DagsterInstance` whose storage is SQLite on disk, then the run-failure
-sensor, which alerts through a webhook channel pointed at a closed port) and through `esm sync`,
-once per failure class: success, a revoked key (401), 403, 429 with a Retry-After beyond the
+(the asset's job `execute_in_process` on a `DagsterInstance` whose storage is SQLite on disk, then
+the run-failure sensor, which alerts through a webhook channel pointed at a closed port and a
+Slack-style channel that accepts) and through `esm sync`, once per failure class: success, a revoked key (401), 403, 429 with a Retry-After beyond the
 policy's max_delay, a burst of 503s, answers slower than `timeout_seconds`, dropped connections,
 a 200 whose body is not JSON, a redirect, an error body that echoes the credential back, and a
 credential no configured key can decrypt. A key pasted into the rules is refused when the mapping
