@@ -25,6 +25,7 @@ import httpx
 
 from esm_dagster import __version__
 from esm_dagster.alerts.message import Alert, _one_line
+from esm_dagster.security import log_filter
 from esm_dagster.security.secret import Secret
 
 DEFAULT_TIMEOUT = 5.0
@@ -35,6 +36,8 @@ _SLACK_HEADER_MAX = 150
 _SLACK_FIELD_MAX = 2000
 _SLACK_TEXT_MAX = 3000
 _SLACK_FIELDS_MAX = 10
+
+log_filter.install()
 
 
 class DeliveryError(Exception):
@@ -66,14 +69,19 @@ def _slack_escape(text: str) -> str:
 
 
 def _post_json(channel: str, url: Secret, payload: Any, headers: Mapping[str, str], timeout: float) -> None:
-    # No redirects: a 30x would carry the alert (and any auth header) somewhere we did not choose.
-    response = httpx.post(
-        url.reveal(),
-        json=payload,
-        headers={"User-Agent": USER_AGENT, **headers},
-        timeout=timeout,
-        follow_redirects=False,
-    )
+    # httpx logs every URL it posts to, and a webhook URL is the credential: mask it there.
+    log_filter.register([url])
+    try:
+        # No redirects: a 30x would carry the alert (and any auth header) somewhere we did not choose.
+        response = httpx.post(
+            url.reveal(),
+            json=payload,
+            headers={"User-Agent": USER_AGENT, **headers},
+            timeout=timeout,
+            follow_redirects=False,
+        )
+    finally:
+        log_filter.release([url])
     if not 200 <= response.status_code < 300:
         detail = _one_line(response.text)[:200]
         raise DeliveryError(

@@ -12,7 +12,7 @@ import datetime as dt
 import difflib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -151,6 +151,37 @@ def rules_problem(system_name: str, exc: RulesError) -> str:
     return f"mapping {system_name!r}: {'' if text.startswith('mapping_rules') else 'mapping_rules.'}{text}"
 
 
+def _strings_with_paths(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(where, text) of every key and string value of a JSON document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path} (a key)", str(key)
+            yield from _strings_with_paths(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings_with_paths(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def refuse_pasted_credentials(system_name: str, document: Any, credentials: Sequence[str]) -> None:
+    """Refuse rules that hold a credential: `mapping_rules` is stored and shown in clear text.
+
+    A key pasted into a field path or a filter would otherwise sit unencrypted in the catalog, in
+    every rules error and in the Dagster UI. The mapping's own credential values are looked for
+    as they are, other keys by their shape; the message names the place, never the value.
+    """
+    from esm_dagster.security.redact import redact_text
+
+    known = [c for c in credentials if len(c) >= 8]
+    for where, text in _strings_with_paths(document, "mapping_rules"):
+        if any(c in text for c in known) or redact_text(text) != text:
+            raise MappingError(
+                f"mapping {system_name!r}: {where} holds a credential; credentials belong in "
+                "`credentials` (encrypted), not in the rules"
+            )
+
+
 def _rules_or_error(system_name: str, document: Any) -> MappingRules:
     try:
         return parse_rules(document)
@@ -238,7 +269,8 @@ def _check_limits(system_name: str, **documents: Any) -> None:
 
 def _upsert_mapping(session: Session, vault: Vault, item: MappingInput) -> tuple[ExternalSystemMapping, bool]:
     _check_limits(item.system_name, mapping_rules=item.mapping_rules, credentials=item.credentials)
-    rules = _rules_or_error(item.system_name, item.mapping_rules)
+    rules = _rules_or_error(item.system_name, item.mapping_rules)  # its errors are scrubbed by the caller
+    refuse_pasted_credentials(item.system_name, item.mapping_rules, _leaf_strings(item.credentials))
     _check_endpoint(item.system_name, item.api_endpoint, rules)
     try:
         stream = stream_of(item.provider_name, rules)
@@ -617,6 +649,7 @@ def _edit_mapping(
             )
     if mapping_rules is not None:
         rules = _rules_or_error(name, mapping_rules)
+        refuse_pasted_credentials(name, mapping_rules, _leaf_strings(credentials or {}))
         try:
             new_stream = stream_of(row.provider_name, rules)
         except ValueError as exc:

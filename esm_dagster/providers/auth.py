@@ -81,13 +81,18 @@ class BasicAuth(_SecretAuth):
         self._username = username if isinstance(username, Secret) else Secret(username)
         self._password = password
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def _encoded(self) -> str:
         pair = f"{self._username.reveal()}:{self._password.reveal()}".encode()
-        request.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return base64.b64encode(pair).decode("ascii")
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = "Basic " + self._encoded()
         yield request
 
     def secrets(self) -> tuple[Secret, ...]:
-        return (self._username, self._password)
+        # The header's base64 too: a server that echoes the header back quotes it in that form.
+        encoded = self._encoded()
+        return (self._username, self._password, Secret(encoded), Secret(encoded.rstrip("=")))
 
 
 def auth_secrets(auth: httpx.Auth) -> tuple[Secret, ...]:

@@ -29,10 +29,13 @@ import orjson
 from esm_dagster import __version__
 from esm_dagster.providers.auth import auth_secrets
 from esm_dagster.providers.base import ErrorClass, Provider, ProviderError
+from esm_dagster.security import log_filter
 from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportMetrics, TransportPolicy
 from esm_dagster.transport.client import followed_url_problem, provider_client
+
+log_filter.install()
 
 Parse = Literal["json", "jsonl", "text", "none"]
 QueryValue = str | int | float | Sequence[str]
@@ -127,6 +130,9 @@ class JsonHttpProvider(Provider):
         self.timeout_seconds = policy.timeout_seconds
         self._auth = auth
         self._secrets: tuple[Secret, ...] = tuple(secrets) + (auth_secrets(auth) if auth else ())
+        # httpx and httpcore log URLs and response headers themselves: mask these values there.
+        log_filter.register(self._secrets)
+        self._masking = True
         self._owns_client = client is None
         self._client = client or provider_client(self.name, policy, secrets=self._secrets)
         self._headers = {"Accept": "application/json", "User-Agent": f"esm-dagster/{__version__}"}
@@ -144,6 +150,9 @@ class JsonHttpProvider(Provider):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+        if self._masking:
+            self._masking = False
+            log_filter.release(self._secrets)
 
     # ---- calls ----------------------------------------------------------------------------------
     def url_for(self, path: str) -> str:

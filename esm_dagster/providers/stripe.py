@@ -32,6 +32,7 @@ from esm_dagster.providers.base import (
 )
 from esm_dagster.providers.context import ProviderContext
 from esm_dagster.providers.http import normalise_base_url, retry_after_seconds
+from esm_dagster.security import log_filter
 from esm_dagster.security.secret import Secret
 from esm_dagster.transport import TransportMetrics, TransportPolicy
 from esm_dagster.transport.client import provider_client
@@ -161,6 +162,9 @@ class StripeProvider(Provider):
         self.timeout_seconds = self.policy.timeout_seconds
         self._secret = api_key
         self._auth = _BearerAuth(api_key)
+        # httpx and httpcore log URLs and response headers themselves: mask the key there.
+        log_filter.register([api_key])
+        self._masking = True
         self._owns_client = client is None
         self._client = client or provider_client(self.name, self.policy, secrets=(api_key,))
         self._headers = {"Accept": "application/json", "User-Agent": f"esm-dagster/{__version__}"}
@@ -233,6 +237,9 @@ class StripeProvider(Provider):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+        if self._masking:
+            self._masking = False
+            log_filter.release([self._secret])
 
     # ---- events ---------------------------------------------------------------------------------
     def latest_event(self, types: Sequence[str] | None = None) -> tuple[str, int] | None:
