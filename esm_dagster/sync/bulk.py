@@ -25,6 +25,8 @@ from sqlalchemy.dialects import postgresql
 from esm_dagster.sync.dialect import upsert_statement
 
 COPY_MIN_ROWS = 64  # below this the staging table costs more than the round trips it saves
+_ATTEMPTS = 3
+_UNIQUE_VIOLATION = "23505"
 _stage_numbers = itertools.count()
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -43,10 +45,25 @@ def upsert_rows(
     """
     if not rows:
         return
-    if conn.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+    if conn.dialect.name != "postgresql":  # SQLite: the write lock serialises writers
         conn.execute(upsert_statement(conn.dialect.name, table, conflict_columns, update_columns), list(rows))
         return
-    _copy_upsert(conn, table, rows, conflict_columns, update_columns)
+    # Two runs of one mapping (a manual sync during a scheduled one) can insert the same new rows
+    # at once: ON CONFLICT settles the key it names, but the other unique index (the primary key,
+    # derived from the same identity) raises instead. Once the other transaction has committed,
+    # the same statement finds the rows and updates them, so it is retried in a savepoint.
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with conn.begin_nested():
+                if len(rows) < COPY_MIN_ROWS:
+                    statement = upsert_statement("postgresql", table, conflict_columns, update_columns)
+                    conn.execute(statement, list(rows))
+                else:
+                    _copy_upsert(conn, table, rows, conflict_columns, update_columns)
+            return
+        except sa.exc.IntegrityError as exc:
+            if attempt == _ATTEMPTS or getattr(exc.orig, "pgcode", None) != _UNIQUE_VIOLATION:
+                raise
 
 
 def _copy_upsert(
