@@ -54,7 +54,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.tasks import open_task
 from esm_dagster.catalog.types import utcnow
-from esm_dagster.providers.base import Provider, ProviderError
+from esm_dagster.providers.base import NOT_SENT_CODE, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.vault import Vault, VaultError
 from esm_dagster.sync.messages.queue import candidates, claim
@@ -240,7 +240,7 @@ class Dispatcher:
         error = outcome.error
         assert error is not None
         self._failures[row.id] += 1
-        after_lookup = error.error_class in AMBIGUOUS_CLASSES
+        after_lookup = error.error_class in AMBIGUOUS_CLASSES and error.code != NOT_SENT_CODE
         self._settle(
             message,
             "failed",
