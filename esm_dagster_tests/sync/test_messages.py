@@ -157,6 +157,30 @@ def test_a_primary_that_is_down_falls_back_at_once_without_a_lookup(
     assert all(TWILIO_TOKEN not in json.dumps(m.routing) for m in messages(catalog))
 
 
+def test_messages_the_fallback_refuses_do_not_make_it_skip_the_next_ones(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """Three messages to a chat the bot does not know (Telegram's 400 `chat not found`) counted as
+    three route failures: the fourth, to a real chat, skipped Telegram and waited."""
+    with session_factory(catalog).begin() as session:
+        for i in range(3):
+            enqueue(
+                session,
+                "sms_provider",
+                "+14155550100",
+                f"lost {i}",
+                f"x-{i}",
+                payload={"telegram_chat_id": 7},
+            )
+    queue(catalog, telegram, 1)
+    twilio.stop()
+    report = dispatch(catalog)
+    assert (report.sent, report.by_mapping) == (1, {"Club Bot SMS fallback": 1})
+    assert [m["text"] for m in telegram.sent_messages()] == ["Court 0 is booked for 18:00"]
+    refused = [m for m in messages(catalog) if m.body.startswith("lost ")]
+    assert all("chat not found" in m.routing[-1]["reason"] for m in refused)
+
+
 def test_a_lost_answer_at_the_primary_is_found_not_resent(
     catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
 ) -> None:
