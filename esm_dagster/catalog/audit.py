@@ -204,7 +204,17 @@ def list_entries(
     actor: str | None = None,
     limit: int = 100,
 ) -> list[AuditRow]:
-    """Newest first."""
+    """Newest first.
+
+    An action no entry can have, or a limit below 1, is refused: a typo must not read as "nothing
+    happened" in an audit log.
+    """
+    if limit < 1:
+        raise ValueError(f"limit {limit}: must be at least 1")
+    if action is not None and not any(
+        a.startswith(action) if action.endswith(".") else a == action for a in ACTIONS
+    ):
+        raise ValueError(f"action {action!r} is not an audit action; one of: {', '.join(sorted(ACTIONS))}")
     query = sa.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if mapping_id is not None:
         query = query.where(AuditEntry.mapping_id == mapping_id)

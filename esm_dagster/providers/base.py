@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 ErrorClass = Literal["timeout", "auth", "rate_limit", "validation", "server", "client", "network"]
 ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
+# The code of a failure before any byte of the request left (no connection was made): unlike
+# other timeouts and network errors it proves the provider did not act, so a write needs no lookup.
+NOT_SENT_CODE = "not_sent"
 
 _URL_TAIL = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://)[^\s/@'\"<>]*@", re.IGNORECASE)

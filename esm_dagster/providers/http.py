@@ -28,7 +28,7 @@ import orjson
 
 from esm_dagster import __version__
 from esm_dagster.providers.auth import auth_secrets
-from esm_dagster.providers.base import ErrorClass, Provider, ProviderError
+from esm_dagster.providers.base import NOT_SENT_CODE, ErrorClass, Provider, ProviderError
 from esm_dagster.security import log_filter
 from esm_dagster.security.endpoints import is_loopback
 from esm_dagster.security.secret import Secret
@@ -247,6 +247,16 @@ class JsonHttpProvider(Provider):
                 headers=send_headers,
                 auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so no request: the provider cannot have acted on it (see NOT_SENT_CODE).
+            failure = self.transport_error(
+                f"{type(exc).__name__}: {exc} (not sent)",
+                "timeout" if isinstance(exc, httpx.ConnectTimeout) else "network",
+                True,
+                method,
+                url,
+                code=NOT_SENT_CODE,
+            )
         except httpx.TimeoutException as exc:
             failure = self.transport_error(
                 f"no answer within {self.timeout_seconds:g} s ({type(exc).__name__})",
@@ -342,7 +352,14 @@ class JsonHttpProvider(Provider):
         )
 
     def transport_error(
-        self, message: str, error_class: ErrorClass, retryable: bool, method: str, url: str
+        self,
+        message: str,
+        error_class: ErrorClass,
+        retryable: bool,
+        method: str,
+        url: str,
+        *,
+        code: str | None = None,
     ) -> ProviderError:
         return ProviderError(
             message,
@@ -351,6 +368,7 @@ class JsonHttpProvider(Provider):
             retryable=retryable,
             method=method,
             url=url,
+            code=code,
             secrets=self._secrets,
         )
 

@@ -75,7 +75,14 @@ class OAuthHttpProvider(JsonHttpProvider):
         )
 
     def transport_error(
-        self, message: str, error_class: ErrorClass, retryable: bool, method: str, url: str
+        self,
+        message: str,
+        error_class: ErrorClass,
+        retryable: bool,
+        method: str,
+        url: str,
+        *,
+        code: str | None = None,
     ) -> ProviderError:
         self._current_secrets()
-        return super().transport_error(message, error_class, retryable, method, url)
+        return super().transport_error(message, error_class, retryable, method, url, code=code)

@@ -754,6 +754,8 @@ def _problems_from(exc: ValidationError, doc: dict[str, Any]) -> list[str]:
             problems.append(f"{path}: required")
         elif etype == "extra_forbidden":
             problems.append(f"{path}: unknown option (= {_short(err.get('input'))})")
+        elif etype in ("tuple_type", "list_type"):  # lists are tuples inside: say what the user writes
+            problems.append(f"{path}: should be a list (got {_short(err.get('input'))})")
         else:
             problems.append(f"{path}: {msg} (got {_short(err.get('input'))})")
     return problems

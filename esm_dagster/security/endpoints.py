@@ -173,7 +173,7 @@ class EndpointPolicy:
         host = parts.hostname
         if parts.scheme == "http" and not (self.allow_loopback and is_loopback(host)):
             raise self.refuse(
-                f"{what} http://{host} must use https (plain http is allowed only to loopback, for the "
+                f"{what} http://{parts.netloc} must use https (plain http is allowed only to loopback, for the "
                 f"local emulators, with {ALLOW_LOOPBACK_ENV}=1)",
                 host=host,
             )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from esm_dagster.providers.base import Provider, ProviderError
+from esm_dagster.providers.base import NOT_SENT_CODE, Provider, ProviderError
 from esm_dagster.transport import TransportPolicy
 
 log = logging.getLogger("esm_dagster.outbound")
@@ -120,7 +120,7 @@ def _write_unguarded(
             return WriteOutcome(index, key, "written", result=result, attempts=attempt)
         except ProviderError as error:
             failure = error
-        if failure.error_class in AMBIGUOUS_CLASSES:
+        if failure.error_class in AMBIGUOUS_CLASSES and failure.code != NOT_SENT_CODE:
             found = provider.find_written(name, record, key)
             if found is not None:
                 log.info(f"{provider.name} {name}: the answer was lost but the write was made; not resending")

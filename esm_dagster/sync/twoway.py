@@ -435,11 +435,16 @@ def _manual_decisions(conn: sa.Connection, mapping_id: uuid.UUID) -> dict[str, d
 def _load_internal(
     conn: sa.Connection, table: sa.Table, source: str, columns: list[str], updated_at: str | None
 ) -> list[InternalRow]:
-    """This mapping's rows, and the rows nobody has synced yet (new internal records)."""
+    """This mapping's rows, and the rows nobody has synced yet (new internal records).
+
+    A `user` row with a role is an operator of esm (the catalog's owner, the people running `esm`),
+    not one of the business's records: it is never created at the provider on its own.
+    """
     c = table.c
-    query = sa.select(table).where(
-        sa.or_(c.esm_source == source, sa.and_(c.esm_source.is_(None), c.esm_external_id.is_(None)))
-    )
+    unsynced = [c.esm_source.is_(None), c.esm_external_id.is_(None)]
+    if table.name == "user":  # its `role` column comes with the catalog, not with the rules
+        unsynced.append(sa.literal_column("role").is_(None))
+    query = sa.select(table).where(sa.or_(c.esm_source == source, sa.and_(*unsynced)))
     out = []
     for r in conn.execute(query).mappings():
         out.append(

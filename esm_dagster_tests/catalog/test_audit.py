@@ -199,3 +199,30 @@ def test_re_adding_the_same_file_changes_no_credentials(
         assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
     actions = [r["action"] for r in reversed(audit_rows(capsys))]
     assert actions == ["mapping.created", "credentials.changed", "mapping.edited"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--action", "credential.read"], "action 'credential.read' is not an audit action"),
+        (["--action", "credentails."], "action 'credentails.' is not an audit action"),
+        (["--limit", "0"], "limit 0: must be at least 1"),
+    ],
+)
+def test_a_filter_no_entry_can_match_is_refused_not_an_empty_log(
+    db_url: str,
+    fernet_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    needle: str,
+) -> None:
+    """`esm audit list --action credential.read` (a typo) printed "no entries": an auditor reads that
+    as "nobody read a credential"."""
+    monkeypatch.setenv("ESM_DATABASE_URL", db_url)
+    assert main(["db", "upgrade"]) == 0
+    assert main(["mapping", "add", str(EXAMPLES / "stripe_mapping.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["audit", "list", *args]) == 2
+    assert needle in capsys.readouterr().err
+    assert [r["action"] for r in audit_rows(capsys, "--action", "credentials.")] == ["credentials.changed"]

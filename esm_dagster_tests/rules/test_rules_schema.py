@@ -351,3 +351,9 @@ def test_to_strftime(fmt: str, pattern: str) -> None:
 def test_to_strftime_refuses(fmt: str) -> None:
     with pytest.raises(ValueError):
         to_strftime(fmt)
+
+
+def test_a_string_where_a_list_belongs_is_named_a_list_not_a_tuple() -> None:
+    """`allowed_hosts: 10.0.0.1` said "Input should be a valid tuple": the user writes lists."""
+    doc = rules_with({}, sync_config={"stream": "customers", "allowed_hosts": "10.0.0.1"})
+    assert "sync_config.allowed_hosts: should be a list (got '10.0.0.1')" in str(_error(doc))

@@ -61,6 +61,12 @@ def test_refused_forms_and_literal_addresses(url: str, needle: str) -> None:
     assert "pw" not in str(info.value).replace("https", "")
 
 
+def test_plain_http_refusal_names_the_endpoint_with_its_port() -> None:
+    """`http://127.1:12111` was reported as `http://127.1`: not the value the user wrote."""
+    with pytest.raises(EndpointRefused, match=re.escape("api_endpoint http://127.1:12111 must use https")):
+        EndpointPolicy.from_env({}, mapping="'Stripe'").check_url("http://127.1:12111/v1")
+
+
 def test_check_endpoint_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ESM_ALLOW_LOOPBACK")
     with pytest.raises(EndpointRefused):

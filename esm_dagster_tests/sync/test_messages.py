@@ -139,6 +139,48 @@ def test_a_failing_primary_sends_each_of_100_messages_once_through_the_fallback(
     assert {r.details["purpose"] for r in reads} == {"messages"}
 
 
+def test_a_primary_that_is_down_falls_back_at_once_without_a_lookup(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """Twilio's emulator stopped: the connection is refused, so nothing was sent. Each message was
+    held as 'answer lost, lookup failed' on Twilio and never reached Telegram."""
+    queue(catalog, telegram, 5)
+    twilio.stop()
+    report = dispatch(catalog)
+    assert (report.sent, report.waiting, report.by_mapping) == (5, 0, {"Club Bot SMS fallback": 5})
+    assert Counter(m["text"] for m in telegram.sent_messages()) == Counter(
+        f"Court {i} is booked for 18:00" for i in range(5)
+    )
+    tried = [m.routing[0] for m in messages(catalog) if m.routing[0]["outcome"] == "failed"]
+    assert len(tried) == 3  # then Twilio is skipped for the rest of the pass
+    assert all(e["code"] == "not_sent" and "looked up" not in e["reason"] for e in tried)
+    assert all(TWILIO_TOKEN not in json.dumps(m.routing) for m in messages(catalog))
+
+
+def test_messages_the_fallback_refuses_do_not_make_it_skip_the_next_ones(
+    catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
+) -> None:
+    """Three messages to a chat the bot does not know (Telegram's 400 `chat not found`) counted as
+    three route failures: the fourth, to a real chat, skipped Telegram and waited."""
+    with session_factory(catalog).begin() as session:
+        for i in range(3):
+            enqueue(
+                session,
+                "sms_provider",
+                "+14155550100",
+                f"lost {i}",
+                f"x-{i}",
+                payload={"telegram_chat_id": 7},
+            )
+    queue(catalog, telegram, 1)
+    twilio.stop()
+    report = dispatch(catalog)
+    assert (report.sent, report.by_mapping) == (1, {"Club Bot SMS fallback": 1})
+    assert [m["text"] for m in telegram.sent_messages()] == ["Court 0 is booked for 18:00"]
+    refused = [m for m in messages(catalog) if m.body.startswith("lost ")]
+    assert all("chat not found" in m.routing[-1]["reason"] for m in refused)
+
+
 def test_a_lost_answer_at_the_primary_is_found_not_resent(
     catalog: str, twilio: TwilioEmulator, telegram: TelegramEmulator
 ) -> None:

@@ -160,6 +160,25 @@ def _insert_users(url: str, rows: list[dict[str, object]]) -> None:
         conn.execute(sa.insert(user), [{"id": uuid.uuid4(), **r} for r in rows])
 
 
+def test_operators_are_not_pushed_as_new_customers(
+    db_url: str, fernet_key: str, emulator: StripeEmulator
+) -> None:
+    """The catalog's owner and `esm operators add` people are rows of `user` with a role: a new user's
+    first bidirectional round created them all as Stripe customers."""
+    register_mapping(db_url, customer_mapping(emulator, "Members"))
+    _sync(db_url)  # creates the mapped columns of `user`
+    member = {"full_name": "Member", "balance": Decimal("5"), "currency": "usd"}
+    _insert_users(db_url, [{"email": "member@example.com", **member}])
+    operator = sa.table("user", sa.column("id", sa.Uuid()), sa.column("email"), sa.column("role"))
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.insert(operator).values(id=uuid.uuid4(), email="eng@club.example", role="engineer"))
+    report = _sync(db_url)
+    emails = [
+        (emulator.get_object("customers", i) or {}).get("email") for i in emulator.object_ids("customers")
+    ]
+    assert (report.records_pushed, emails) == (1, ["member@example.com"])
+
+
 def test_jpy_and_usd_are_pushed_in_minor_units_and_round_trip(
     db_url: str, fernet_key: str, emulator: StripeEmulator
 ) -> None:

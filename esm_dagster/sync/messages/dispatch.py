@@ -4,7 +4,7 @@ Each message goes out exactly once, through the first route that takes it:
 
 - a route whose circuit is open (`catalog.circuit`) is skipped without a call, and so is a route
   that failed `skip_after_failures` times in a row in this dispatch (no point paying its timeout
-  for every message of an outage), a route that has no address for the message, or one whose
+  for every message of an outage; a message it refuses, such as an unknown chat, is no failure of it), a route that has no address for the message, or one whose
   client cannot be built;
 - a send is made once (`write_records(..., attempts=1)`): a refusal that proves nothing was sent
   (429, 4xx, or a 5xx / timeout / dropped connection after which `find_written` found nothing)
@@ -54,7 +54,7 @@ from esm_dagster.catalog.models import (
 )
 from esm_dagster.catalog.tasks import open_task
 from esm_dagster.catalog.types import utcnow
-from esm_dagster.providers.base import Provider, ProviderError
+from esm_dagster.providers.base import NOT_SENT_CODE, Provider, ProviderError
 from esm_dagster.providers.factory import build_provider
 from esm_dagster.security.vault import Vault, VaultError
 from esm_dagster.sync.messages.queue import candidates, claim
@@ -239,8 +239,12 @@ class Dispatcher:
             return "sent"
         error = outcome.error
         assert error is not None
-        self._failures[row.id] += 1
-        after_lookup = error.error_class in AMBIGUOUS_CLASSES
+        route_failed = error.retryable or error.error_class in ROUTE_CLASSES
+        if (
+            route_failed
+        ):  # a message the provider refuses (unknown chat, bad number) says nothing of the route
+            self._failures[row.id] += 1
+        after_lookup = error.error_class in AMBIGUOUS_CLASSES and error.code != NOT_SENT_CODE
         self._settle(
             message,
             "failed",
@@ -250,7 +254,7 @@ class Dispatcher:
             retryable=error.retryable,
         )
         # A refused credential is the route's problem, not the message's: it may be fixed.
-        return "retry" if error.retryable or error.error_class in ROUTE_CLASSES else "refused"
+        return "retry" if route_failed else "refused"
 
     def _unknown(
         self, message: OutboundMessage, route: _Route, lookup: ProviderError, report: DispatchReport
