@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Tests run in parallel processes: most of the suite waits on sockets, subprocesses and Retry-After
 # sleeps, not on the CPU, so four workers on two cores cut the wall time; each test has its own
 # database schema, ESM_HOME and emulator ports. PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 5
 UI_PORT ?= 3000
 # `make prod-check` creates (and drops) a scratch database on this server.
 PROD_CHECK_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test

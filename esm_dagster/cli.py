@@ -121,6 +121,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
     url = _catalog_url()
     vault = Vault.from_env()
+    stale = _key_files_without_the_newest_key()
     report = rotate_credentials(url, vault, batch_size=args.batch_size, alerts=AlertDispatcher.from_env(url))
     from esm_dagster.catalog import audit
 
@@ -136,7 +137,42 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         print(report.summary())
         for failure in report.failures:
             print(f"  failed: {failure.system_name} ({failure.mapping_id}): {failure.reason}")
+    for path in stale:
+        print(
+            f"esm: warning: {path} does not hold the newest key of ESM_FERNET_KEYS: the credentials are now "
+            "under that key, so put the keys (newest first) in the file before you unset the variable",
+            file=sys.stderr,
+        )
     return 1 if report.failed else 0
+
+
+def _key_files_without_the_newest_key() -> list[str]:
+    """Key files a later command would read instead of `ESM_FERNET_KEYS` that lack its newest key:
+    after the rotation they could open nothing (the key would live only in this shell)."""
+    from pathlib import Path
+
+    from esm_dagster.security.vault import (
+        KEYS_ENV,
+        KEYS_FILE_ENV,
+        _split_keys,
+        home_keys_file,
+        keys_and_source,
+    )
+
+    keys, source = keys_and_source()
+    if source != KEYS_ENV:
+        return []
+    newest = keys[0]
+    files = [Path(os.environ[KEYS_FILE_ENV])] if os.environ.get(KEYS_FILE_ENV) else []
+    files.append(home_keys_file(os.environ))
+    stale = []
+    for path in files:
+        try:
+            if path.is_file() and newest not in _split_keys(path.read_text()):
+                stale.append(str(path))
+        except OSError:
+            continue
+    return stale
 
 
 def cmd_mapping_add(args: argparse.Namespace) -> int:
@@ -963,17 +999,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM (a service manager, `kill`) ends a sync like Ctrl-C: the engine records the run as
+    # interrupted (committed batches stay, a re-run resumes) instead of dying with it `running`.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run_as_operator(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `esm ... | head`: the reader left; the command's work is done, the rest of its output
+        # has nowhere to go (Python's advice: point stdout at devnull so the exit flush is quiet).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one clear line, secrets scrubbed, for every user-caused failure
         if os.environ.get("ESM_DEBUG") == "1":
             raise
         print(f"esm: error: {_error_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

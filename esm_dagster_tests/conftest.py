@@ -104,3 +104,10 @@ def fernet_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("ESM_FERNET_KEYS", key)
     monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
     return key
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `slow` suites first: with test files spread over workers (`make test`), the longest
+    ones start at once and the short ones fill in around them, instead of one long file starting
+    last and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -111,3 +111,23 @@ def test_a_refused_endpoint_is_one_line_on_stderr(cli_env: str, tmp_path: Path, 
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("esm: error: mapping 'Club Stripe Dated': api_endpoint")
     assert "sk_test_nu45_not_printed" not in done.stderr
+
+
+def test_output_piped_into_head_is_no_error(tmp_path: Path) -> None:
+    """`esm ... | head -c 1`: the reader leaves early; the command did its work, so no error line
+    (seen in a new-user pass as `esm: error: [Errno 32] Broken pipe`, exit 2)."""
+    import subprocess
+    import sys
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    records = tmp_path / "many.jsonl"
+    line = (examples / "stripe_customers.jsonl").read_text().splitlines()[0]
+    records.write_text("\n".join([line] * 3000) + "\n")  # far more output than a pipe buffer
+    command = (
+        f"{sys.executable} -m esm_dagster.cli mapping preview --rules {examples / 'seed_mapping_rules.json'} "
+        f'--records {records} | head -c 1 >/dev/null; echo "exit=${{PIPESTATUS[0]}}"'
+    )
+    env = {**os.environ, "ESM_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert "Broken pipe" not in result.stderr and "esm: error" not in result.stderr, result.stderr
+    assert result.stdout.strip() == "exit=0"

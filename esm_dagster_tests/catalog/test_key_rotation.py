@@ -156,3 +156,20 @@ def test_an_undecryptable_row_is_only_its_own_problem(
     defs = build_definitions(catalog)
     keys = {"/".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {f"esm/stripe_{n}/customers" for n in range(5)} <= keys
+
+
+def test_a_key_file_without_the_new_key_is_named_after_the_rotation(
+    catalog: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ESM_FERNET_KEYS=NEW,OLD esm keys rotate` with the old key file in place: once the variable
+    is gone, every command would read the file and open nothing. Seen in a new-user pass."""
+    key_file = tmp_path / "fernet.keys"
+    key_file.write_text(K1 + "\n")
+    monkeypatch.setenv("ESM_FERNET_KEYS_FILE", str(key_file))
+    assert main(["keys", "rotate"]) == 0
+    err = capsys.readouterr().err
+    assert f"{key_file} does not hold the newest key of ESM_FERNET_KEYS" in err
+    assert K1 not in err and K2 not in err
+    key_file.write_text(f"{K2}\n{K1}\n")
+    assert main(["keys", "rotate"]) == 0
+    assert "warning" not in capsys.readouterr().err
