@@ -8,7 +8,9 @@ pushed (the round trip is exact, which is what lets a two-way pair reach a fixed
   never rounded. The currency is the row's own (the column mapped from `currency_from`) or the
   field's fixed one;
 - timestamps: unix seconds (milliseconds for `unit: ms`), or the declared `format`;
-- dates: the declared date format; phone numbers stay E.164; emails and strings as they are;
+- dates: the declared date format; emails and phone numbers are checked as the inbound rules check
+  them (a value the rules would reject is refused, naming the field) and written normalised
+  (E.164); strings as they are;
 - nested source paths (`metadata.currency`) become nested objects.
 
 Input values are canonical (`sync.changes.canonical`): decimals, integers and times as text.
@@ -22,7 +24,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from esm_dagster.rules import currencies
+from esm_dagster.rules import currencies, emails, phones
+from esm_dagster.rules.conversion import Invalid
 from esm_dagster.rules.schema import FieldMapping, MappingRules, key_path
 
 
@@ -110,7 +113,18 @@ def field_value(
         return _timestamp(f, value, zone)
     if f.type == "date":
         return dt.date.fromisoformat(str(value)).strftime(f.date_format)
-    return str(value)  # string, email, phone_number (E.164 already)
+    if f.type in ("email", "phone_number"):
+        # The rules' own validation, outbound too: a row a person typed locally must not reach
+        # the provider (and come back as a quarantined record) when it would fail on the way in.
+        checked = (
+            emails.normalize_email(str(value))
+            if f.type == "email"
+            else phones.normalize_phone(str(value), f.region)
+        )
+        if isinstance(checked, Invalid):
+            raise InverseError(f"{_where(f)}: {checked.message}")
+        return checked
+    return str(value)  # string
 
 
 def _put(record: dict[str, Any], path: str, value: Any) -> None:

@@ -93,3 +93,29 @@ def test_the_outbound_block_is_validated_and_names_the_field() -> None:
         {**base, "sync_config": {"outbound": {"update": "upsert_contacts", "key_field": "email"}}}
     )
     assert rules.sync.outbound is not None and rules.sync.outbound.key_field == "email"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("phone", "12", "field_mappings[\"billing.phone\"] (payment.phone): '12' is not a valid phone"),
+        (
+            "email",
+            "not-an-email",
+            "field_mappings.email (payment.email): 'not-an-email' is not a valid email",
+        ),
+    ],
+)
+def test_a_value_the_rules_would_reject_is_never_pushed(column: str, value: str, message: str) -> None:
+    """A row typed locally with a bad email or phone would be written at the provider and come
+    back as a quarantined record (seen in a new-user pass of two-way sync): refused, named."""
+    rules = parse_rules(
+        {"field_mappings": {**RULES["field_mappings"], "email": {"target": "payment.email", "type": "email"}}}
+    )
+    with pytest.raises(InverseError) as err:
+        to_provider(rules, {column: value})
+    assert message in str(err.value)
+    assert to_provider(rules, {"phone": "081 234 5678", "email": "A@Padel.CO.TH"}) == {
+        "billing": {"phone": "+66812345678"},
+        "email": "A@padel.co.th",
+    }
