@@ -464,10 +464,18 @@ def cmd_conflicts_list(args: argparse.Namespace) -> int:
     from esm_dagster.catalog.db import session_factory
     from esm_dagster.catalog.mappings import age
 
+    from esm_dagster.catalog.mappings import spec_from_row
+    from esm_dagster.catalog.models import ExternalSystemMapping
+
     with session_factory(_catalog_url())() as session:
+        names = {
+            row.id: f"{row.system_name}/{spec_from_row(row).stream}"
+            for row in session.query(ExternalSystemMapping)
+        }
         records = [
             {
                 "id": str(c.id),
+                "mapping": names.get(c.mapping_id, str(c.mapping_id)),
                 "mapping_id": str(c.mapping_id),
                 "record": c.external_id,
                 "field": c.field,
@@ -487,7 +495,7 @@ def cmd_conflicts_list(args: argparse.Namespace) -> int:
     if not records:
         print("no conflicts" if args.all else "no open conflicts")
         return 0
-    columns = ["id", "record", "field", "internal", "external", "status", "seen"]
+    columns = ["id", "mapping", "record", "field", "internal", "external", "status", "seen"]
     print(format_table(records, columns + (["resolution", "decided_by"] if args.all else [])))
     return 0
 

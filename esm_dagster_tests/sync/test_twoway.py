@@ -263,6 +263,7 @@ def test_manual_conflicts_wait_for_a_person(
     assert main(["conflicts", "list", "Members"]) == 0
     table = capsys.readouterr().out
     assert listed["id"] in table and "full_name" in table and "Theirs" in table
+    assert listed["mapping"] in table and listed["mapping"].startswith("Members")  # which mapping
     assert main(["conflicts", "resolve", listed["id"], "--take", "internal"]) == 0
     assert "takes the internal value" in capsys.readouterr().out
     applied = _sync(db_url)
