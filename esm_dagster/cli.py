@@ -462,9 +462,7 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 def cmd_conflicts_list(args: argparse.Namespace) -> int:
     from esm_dagster.catalog.conflicts import list_conflicts
     from esm_dagster.catalog.db import session_factory
-    from esm_dagster.catalog.mappings import age
-
-    from esm_dagster.catalog.mappings import spec_from_row
+    from esm_dagster.catalog.mappings import age, spec_from_row
     from esm_dagster.catalog.models import ExternalSystemMapping
 
     with session_factory(_catalog_url())() as session:
