@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, NamedTuple, Self
@@ -461,3 +462,26 @@ class LoopbackEmulator:
                 self._connections.add(conn)
             else:
                 self._connections.discard(conn)
+
+
+def serve_until_signalled(emulator: LoopbackEmulator, on_started: Callable[[], None] | None = None) -> None:
+    """What every emulator's `python -m` does: start, print the URL (the one line scripts read),
+    run `on_started`, then serve until SIGTERM or Ctrl-C, and stop cleanly."""
+    import signal
+
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator.start()
+    print(emulator.url, flush=True)
+    try:
+        if on_started is not None:
+            on_started()
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        emulator.stop()

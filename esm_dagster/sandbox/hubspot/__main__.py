@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from esm_dagster.sandbox._http import serve_until_signalled
 from esm_dagster.sandbox.hubspot.emulator import HubSpotEmulator
 
 TOKENS_ENV = "ESM_HUBSPOT_EMULATOR_TOKENS"
@@ -56,25 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
-    stopped = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
+    def on_started() -> None:
+        if args.refresh_token_file:
+            token = emulator.oauth.issue_refresh_token(next(iter(clients)))
+            fd = os.open(args.refresh_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token + "\n")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    emulator.start()
-    print(emulator.url, flush=True)
-    if args.refresh_token_file:
-        token = emulator.oauth.issue_refresh_token(next(iter(clients)))
-        fd = os.open(args.refresh_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-    try:
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    serve_until_signalled(emulator, on_started)
     return 0
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
+from esm_dagster.sandbox._http import serve_until_signalled
 from esm_dagster.sandbox.mailchimp.emulator import DEFAULT_LIST_ID, MailchimpEmulator
 
 KEYS_ENV = "ESM_MAILCHIMP_EMULATOR_API_KEYS"
@@ -47,21 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
-    stopped = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
+    def on_started() -> None:
+        print(emulator.list_id, flush=True)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    emulator.start()
-    print(emulator.url, flush=True)
-    print(emulator.list_id, flush=True)
-    try:
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    serve_until_signalled(emulator, on_started)
     return 0
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
+from esm_dagster.sandbox._http import serve_until_signalled
 from esm_dagster.sandbox.paypal.data import DEFAULT_END, DEFAULT_START
 from esm_dagster.sandbox.paypal.emulator import PayPalEmulator
 
@@ -45,20 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
-    stopped = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    emulator.start()
-    print(emulator.url, flush=True)
-    try:
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    serve_until_signalled(emulator)
     return 0
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
+from esm_dagster.sandbox._http import serve_until_signalled
 from esm_dagster.sandbox.telegram.emulator import TelegramEmulator
 
 AUTH_ENV = "ESM_TELEGRAM_EMULATOR_TOKENS"
@@ -45,20 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # one line naming the variable, never the token itself
         print(f"error: {AUTH_ENV}: {exc}", file=sys.stderr)
         return 2
-    stopped = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    emulator.start()
-    print(emulator.url, flush=True)
-    try:
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    serve_until_signalled(emulator)
     return 0
 
 
