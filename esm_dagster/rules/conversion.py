@@ -36,24 +36,37 @@ def show(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def positions_of(values: list[Any], marker: Any) -> list[int]:
+    """Positions of the items equal to `marker`, found by `list.index` (a C scan between hits)."""
+    found: list[int] = []
+    position = -1
+    try:
+        while True:
+            position = values.index(marker, position + 1)
+            found.append(position)
+    except ValueError:
+        return found
+
+
 def split_invalid(values: list[Any]) -> RowErrors:
     """Replace every `Invalid` in `values` by None (in place) and return them with positions."""
-    if Invalid not in set(map(type, values)):  # C-speed scan; the common case
+    classes = list(map(type, values))
+    if Invalid not in classes:  # C-speed scan; the common case
         return []
-    errors = [(i, v) for i, v in enumerate(values) if v.__class__ is Invalid]
+    errors = [(i, values[i]) for i in positions_of(classes, Invalid)]
     for i, _ in errors:
         values[i] = None
     return errors
 
 
-def map_distinct(values: list[Any], fn: Callable[[Any], Any]) -> list[Any]:
-    """`[fn(v) for v in values]`, calling `fn` once per distinct value.
+def map_distinct(values: list[Any], fn: Callable[..., Any], *args: Any) -> list[Any]:
+    """`[fn(v, *args) for v in values]`, calling `fn` once per distinct value.
 
     None and `Invalid` markers map to themselves. Values must be hashable and must not mix
     types that compare equal (1, 1.0 and True): callers pass columns already normalised to str.
     """
     table: dict[Hashable, Any] = {
-        u: (u if u.__class__ is Invalid else fn(u)) for u in set(values) if u is not None
+        u: (u if u.__class__ is Invalid else fn(u, *args)) for u in set(values) if u is not None
     }
     table[None] = None
-    return [table[v] for v in values]
+    return list(map(table.__getitem__, values))

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from esm_dagster.rules import emails, phones
-from esm_dagster.rules.conversion import Invalid, RowErrors, show, split_invalid
+from esm_dagster.rules.conversion import Invalid, RowErrors, positions_of, show, split_invalid
 from esm_dagster.rules.errors import FieldError, Rejection, RulesError
 from esm_dagster.rules.money import convert_money
 from esm_dagster.rules.paths import extract_columns
@@ -82,9 +82,10 @@ def _object_array(values: Sequence[Any]) -> np.ndarray:
 
 def _missing_positions(values: list[Any]) -> list[int]:
     """Positions of None and "" (NaN floats are turned into NULL by the converters)."""
-    if not values.count(None) and not values.count(""):  # C-speed scan; the common case
-        return []
-    return [i for i, v in enumerate(values) if v is None or (v.__class__ is str and not v)]
+    nones = positions_of(values, None) if None in values else []
+    if "" not in values:
+        return nones
+    return sorted(nones + [i for i in positions_of(values, "") if values[i].__class__ is str])
 
 
 class RulesPlan:

@@ -44,6 +44,7 @@ def is_secret_key(key: str) -> bool:
     return any(s in norm for s in _SECRET_SUBSTRINGS)
 
 
+@lru_cache(maxsize=4096)  # asked once per rejected field; a plan has a handful of paths
 def is_secret_path(path: str) -> bool:
     """True if the last segment of a dot-separated source path names a secret."""
     return is_secret_key(path.rsplit(".", 1)[-1])
