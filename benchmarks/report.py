@@ -116,8 +116,11 @@ def memory_by_size(
 def _find_dlt_python(explicit: str | None) -> str | None:
     candidates = [explicit] if explicit else [sys.executable]
     for python in candidates:
-        if python and subprocess.run([python, "-c", "import dlt"], capture_output=True).returncode == 0:
-            return python
+        try:
+            if python and subprocess.run([python, "-c", "import dlt"], capture_output=True).returncode == 0:
+                return python
+        except OSError:  # no such interpreter: dlt is not installed there either
+            continue
     return None
 
 
@@ -224,6 +227,7 @@ def main() -> int:
     parser.add_argument("--dlt-python", help="interpreter with dlt[postgres] (default: this one)")
     parser.add_argument("--database-url", default=os.environ.get("ESM_BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--name", default="bench")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the report files")
     parser.add_argument("--render", metavar="JSON", help="only re-write the markdown of a saved report")
     args = parser.parse_args()
     if args.render:
@@ -253,9 +257,9 @@ def main() -> int:
         report["definitions"] = [definitions_bench.measure(int(n)) for n in args.mappings.split(",")]
         print(json.dumps(report["definitions"]), flush=True)
     report["goals"] = goals(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(report))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 
