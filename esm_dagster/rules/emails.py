@@ -12,7 +12,7 @@ pattern that accepts only what email_validator accepts unchanged, the domain by 
 itself, once per distinct domain (`_domain`, memoised). Everything else (quoted or UTF-8 local
 parts, an invalid domain, long addresses) goes to email_validator whole, so the result, normalised
 form and error text alike, is always the library's (the tests compare both paths). `normalize_column`
-still calls `normalize_email` once per distinct value of a batch, and it is memoised across batches.
+decides once per distinct value of a batch; what reaches the library is memoised across batches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from esm_dagster.rules.conversion import Invalid, is_nan, map_distinct, show
+from esm_dagster.rules.conversion import Invalid, is_nan, show
 
 CACHE_SIZE = 65_536
 
@@ -37,13 +37,18 @@ _PROBE_LOCAL = "a"
 @lru_cache(maxsize=CACHE_SIZE)
 def normalize_email(value: str) -> str | Invalid:
     """email_validator's normalised form of `value`, or an `Invalid`."""
+    return _plain_address(value) or library_email(value)
+
+
+def _plain_address(value: str) -> str | None:
+    """The normalised form of an address with a plain local part and a valid domain, else None."""
     text = value.strip()
     local, at, domain = text.rpartition("@")
     if at and len(text) <= _FAST_MAX_LENGTH and len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local):
         normalized_domain = _domain(domain)
         if normalized_domain is not None:
             return f"{local}@{normalized_domain}"
-    return library_email(value)
+    return None
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -81,7 +86,20 @@ def _as_text(value: Any) -> Any:
     return Invalid("type", f"{show(value)} is not an email address (expected a string)")
 
 
+def _decide(texts: set[Any]) -> dict[Any, Any]:
+    """Distinct text -> normalised address or `Invalid`. Plain addresses skip the cache: deciding
+    them costs what a lookup costs, and a sync's addresses are mostly distinct."""
+    decided: dict[Any, Any] = {None: None}
+    for text in texts:
+        if text.__class__ is str:
+            decided[text] = _plain_address(text) or normalize_email(text)
+        else:
+            decided[text] = text  # None or the `Invalid` of a value that is not a string
+    return decided
+
+
 def normalize_column(values: list[Any]) -> list[Any]:
     """Convert a column of raw values; failures are left in place as `Invalid`."""
     texts = [v if v.__class__ is str else _as_text(v) for v in values]
-    return map_distinct(texts, normalize_email)
+    table = _decide(set(texts))
+    return list(map(table.__getitem__, texts))
