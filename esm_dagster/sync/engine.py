@@ -49,15 +49,15 @@ from esm_dagster.providers.factory import build_provider
 from esm_dagster.rules.errors import Rejection
 from esm_dagster.rules.plan import RulesPlan, RulesResult, compile_rules
 from esm_dagster.rules.redaction import redact_record
-from esm_dagster.rules.schema import MappingRules, RulesError, parse_rules
+from esm_dagster.rules.schema import EXTERNAL_ID_COLUMN, MappingRules, RulesError, parse_rules
 from esm_dagster.security.redact import redact_text
 from esm_dagster.security.vault import Vault, VaultError
-from esm_dagster.sync.bulk import upsert_rows
+from esm_dagster.sync.bulk import upsert_columns, upsert_rows
 from esm_dagster.sync.dialect import upsert_statement
-from esm_dagster.sync.frames import frame_to_rows
+from esm_dagster.sync.frames import frame_columns
 from esm_dagster.sync.prefetch import prefetched
 from esm_dagster.sync.repeats import RepeatFilter, lookup
-from esm_dagster.sync.target_tables import ensure_table, row_id
+from esm_dagster.sync.target_tables import ensure_table, row_id_texts
 
 log = logging.getLogger("esm_dagster.sync")
 
@@ -445,7 +445,7 @@ def _extract_and_load(
     # A consuming read (Telegram) confirms a page by asking for the next: store each page first.
     consuming = bool(getattr(provider, "consuming_reads", False))
     if not consuming:
-        pages = prefetched(pages)
+        pages = prefetched(pages, depth=12)
     for page in pages:
         report.pages += 1
         batch.extend(repeats.fresh(page.records))
@@ -508,26 +508,25 @@ def upsert_accepted(
     for table_name, frame in result.tables.items():
         if frame.empty:
             continue
-        rows = frame_to_rows(frame)
-        by_identity: dict[str, dict[str, Any]] = {}
-        for index, values in zip(frame.index, rows, strict=True):
-            external_id = str(values.pop("_external_id"))
-            values.update(
-                id=row_id(ctx.source, external_id),
-                esm_source=ctx.source,
-                esm_external_id=external_id,
-                esm_synced_at=now,
-            )
-            by_identity[external_id] = values  # page-boundary duplicates: the last copy wins
-            written_ids[int(index)] = external_id
+        columns = frame_columns(frame)
+        external_ids = [str(e) for e in columns.pop(EXTERNAL_ID_COLUMN)]
+        written_ids.update(zip(frame.index.tolist(), external_ids, strict=True))
+        last = {external_id: n for n, external_id in enumerate(external_ids)}
+        if len(last) < len(external_ids):  # page-boundary duplicates: the last copy wins
+            keep = sorted(last.values())
+            columns = {name: [values[n] for n in keep] for name, values in columns.items()}
+            external_ids = [external_ids[n] for n in keep]
+        count = len(external_ids)
+        columns["id"] = row_id_texts(ctx.source, external_ids)
+        columns["esm_source"] = [ctx.source] * count
+        columns["esm_external_id"] = external_ids
+        columns["esm_synced_at"] = [now] * count
         table = ctx.tables[table_name]
         update_columns = [
             c.name for c in table.columns if c.name not in ("id", "esm_source", "esm_external_id")
         ]
-        upsert_rows(
-            conn, table, list(by_identity.values()), ["esm_source", "esm_external_id"], update_columns
-        )
-        report.tables[table_name] = report.tables.get(table_name, 0) + len(by_identity)
+        upsert_columns(conn, table, columns, ["esm_source", "esm_external_id"], update_columns)
+        report.tables[table_name] = report.tables.get(table_name, 0) + count
     report.records_written += len(written_ids)
     return written_ids
 
@@ -535,7 +534,7 @@ def upsert_accepted(
 def _quarantine(
     conn: sa.Connection, dialect: str, ctx: LoadContext, rejected: list[Any], now: dt.datetime
 ) -> None:
-    table = QuarantineRecord.__table__
+    table = cast(sa.Table, QuarantineRecord.__table__)
     key_path = ctx.rules.sync.key
     rows: dict[str, dict[str, Any]] = {}
     for rejection in rejected:
@@ -561,8 +560,14 @@ def _quarantine(
             "resolved_at": None,
         }
     # On a re-run the same bad record refreshes its row instead of adding one.
-    stmt = _quarantine_upsert(dialect, table)
-    conn.execute(stmt, list(rows.values()))
+    upsert_rows(
+        conn,
+        table,
+        list(rows.values()),
+        ["mapping_id", "stream", "fingerprint"],
+        ["errors", "payload", "last_seen_at"],
+        update_values={"seen_count": table.c.seen_count + 1, "resolved_at": None},
+    )
 
 
 def resolve_quarantined(
@@ -593,22 +598,6 @@ def resolve_quarantined(
 def quarantine_errors(rejection: Rejection) -> list[dict[str, Any]]:
     """A rejection's errors as stored in `esm_quarantine.errors` (values already masked)."""
     return [{"field": e.field, "rule": e.rule, "message": e.message} for e in rejection.errors]
-
-
-def _quarantine_upsert(dialect: str, table: Any) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=["mapping_id", "stream", "fingerprint"],
-        set_={
-            "errors": stmt.excluded.errors,
-            "payload": stmt.excluded.payload,
-            "last_seen_at": stmt.excluded.last_seen_at,
-            "seen_count": table.c.seen_count + 1,
-            "resolved_at": None,
-        },
-    )
 
 
 def _save_cursor(

@@ -21,7 +21,12 @@ def _column_values(series: pd.Series) -> list[Any]:
     ]
 
 
+def frame_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Column name -> the column's values as plain Python values (None for every missing kind)."""
+    return {name: _column_values(frame[name]) for name in frame.columns}
+
+
 def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = {name: _column_values(frame[name]) for name in frame.columns}
+    columns = frame_columns(frame)
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
