@@ -175,10 +175,14 @@ def _text_column(values: Sequence[Any]) -> list[str]:
         return [_NULL if v is None else v for v in values]
     if kind is int or kind is decimal.Decimal or kind is uuid.UUID:
         return [_NULL if v is None else str(v) for v in values]
+    if kind is bool:
+        return [_NULL if v is None else ("t" if v else "f") for v in values]
     if kind is dt.datetime:
         first = values[0]
         if first is not None and values.count(first) == len(values):  # one instant (esm_synced_at)
             return [_text(first)] * len(values)
+        if all(v is None or v.tzinfo is not None for v in values):
+            return [_NULL if v is None else v.isoformat() for v in values]
     return [_text(v) for v in values]
 
 

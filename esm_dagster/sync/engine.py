@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from esm_dagster.alerts import Alert, AlertDispatcher, channels_from_env
@@ -579,18 +580,17 @@ def resolve_quarantined(
     not stay listed as an open problem.
     """
     q = QuarantineRecord
+    still_open = (q.mapping_id == ctx.mapping_id, q.stream == ctx.stream, q.resolved_at.is_(None))
+    if conn.dialect.name == "postgresql":  # one statement, the list bound as one array
+        if not fingerprints:
+            return 0
+        matches = q.fingerprint == sa.any_(sa.bindparam("fingerprints", fingerprints, type_=ARRAY(sa.String)))
+        return conn.execute(sa.update(q).where(*still_open, matches).values(resolved_at=now)).rowcount
     resolved = 0
     for start in range(0, len(fingerprints), 500):  # bounded IN lists
         chunk = fingerprints[start : start + 500]
         resolved += conn.execute(
-            sa.update(q)
-            .where(
-                q.mapping_id == ctx.mapping_id,
-                q.stream == ctx.stream,
-                q.resolved_at.is_(None),
-                q.fingerprint.in_(chunk),
-            )
-            .values(resolved_at=now)
+            sa.update(q).where(*still_open, q.fingerprint.in_(chunk)).values(resolved_at=now)
         ).rowcount
     return resolved
 
