@@ -56,7 +56,8 @@ from esm_dagster.security.vault import Vault, VaultError
 from esm_dagster.sync.bulk import upsert_columns, upsert_rows
 from esm_dagster.sync.dialect import upsert_statement
 from esm_dagster.sync.frames import frame_columns
-from esm_dagster.sync.prefetch import prefetched
+from esm_dagster.sync.gc_tuning import fewer_collections
+from esm_dagster.sync.prefetch import prefetch_depth, prefetched
 from esm_dagster.sync.repeats import RepeatFilter, lookup
 from esm_dagster.sync.target_tables import ensure_table, row_id_texts
 
@@ -446,18 +447,19 @@ def _extract_and_load(
     # A consuming read (Telegram) confirms a page by asking for the next: store each page first.
     consuming = bool(getattr(provider, "consuming_reads", False))
     if not consuming:
-        pages = prefetched(pages, depth=12)
-    for page in pages:
-        report.pages += 1
-        batch.extend(repeats.fresh(page.records))
-        report.duplicates_skipped = repeats.dropped
-        last_cursor = page.next_cursor or last_cursor
-        if len(batch) >= batch_size or not page.has_more or consuming:
-            pending = {"start": start, "end": end, "after": last_cursor} if page.has_more else None
-            _load_batch(ctx, batch, cursor, pending=pending, done_end=None if page.has_more else end)
-            batch = []
-    if batch or report.pages == 0:
-        _load_batch(ctx, batch, cursor, pending=None, done_end=end)
+        pages = prefetched(pages, depth=prefetch_depth(batch_size, page_size))
+    with fewer_collections():
+        for page in pages:
+            report.pages += 1
+            batch.extend(repeats.fresh(page.records))
+            report.duplicates_skipped = repeats.dropped
+            last_cursor = page.next_cursor or last_cursor
+            if len(batch) >= batch_size or not page.has_more or consuming:
+                pending = {"start": start, "end": end, "after": last_cursor} if page.has_more else None
+                _load_batch(ctx, batch, cursor, pending=pending, done_end=None if page.has_more else end)
+                batch = []
+        if batch or report.pages == 0:
+            _load_batch(ctx, batch, cursor, pending=None, done_end=end)
 
 
 def _load_batch(
