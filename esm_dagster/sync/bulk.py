@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import io
-import itertools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,10 +29,8 @@ from esm_dagster.sync.dialect import upsert_statement
 COPY_MIN_ROWS = 16
 _ATTEMPTS = 3
 _UNIQUE_VIOLATION = "23505"
-_stage_numbers = itertools.count()
 _NULL = "\\N"
 _COPY_CHUNK = 1 << 20  # bytes per read of the COPY buffer (psycopg2 reads 8 kB by default)
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def upsert_rows(
@@ -125,9 +122,12 @@ def _copy_upsert(
     update_values: Mapping[str, Any] | None,
 ) -> None:
     names = list(columns)
-    stage_name = f"esm_stage_{next(_stage_numbers)}"
-    quoted = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in names)
-    target = conn.dialect.identifier_preparer.format_table(table)
+    preparer = conn.dialect.identifier_preparer
+    # One name per target table (dropped again below, or with the transaction), so the upsert
+    # statement is the same each batch and SQLAlchemy compiles it once.
+    stage_name = preparer.quote(f"esm_stage_{table.name}"[:63])
+    quoted = ", ".join(preparer.quote(c) for c in names)
+    target = preparer.format_table(table)
     # Only the columns being written, with the target's types and none of its constraints.
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE {stage_name} ON COMMIT DROP AS SELECT {quoted} FROM {target} WITH NO DATA"
@@ -140,7 +140,7 @@ def _copy_upsert(
         )
     finally:
         cursor.close()
-    stage = sa.table(stage_name, *(sa.column(c) for c in names))
+    stage = sa.table(f"esm_stage_{table.name}"[:63], *(sa.column(c) for c in names))
     insert = postgresql.insert(table).from_select(names, sa.select(*(stage.c[c] for c in names)))
     set_: dict[str, Any] = {c: insert.excluded[c] for c in update_columns}
     set_.update(update_values or {})
@@ -171,7 +171,7 @@ def _text_column(values: Sequence[Any]) -> list[str]:
         present = [v for v in values if v is not None]
         blob = "".join(present)
         if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
-            return [_NULL if v is None else v.translate(_ESCAPES) for v in values]
+            return [_NULL if v is None else _escape(v) for v in values]
         return [_NULL if v is None else v for v in values]
     if kind is int or kind is decimal.Decimal or kind is uuid.UUID:
         return [_NULL if v is None else str(v) for v in values]
@@ -209,5 +209,13 @@ def _text(value: Any) -> str:
             encoded = orjson.dumps(value).decode()
         except TypeError:  # what orjson refuses (integers past 64 bits, non-text keys) json writes
             encoded = json.dumps(value, ensure_ascii=False)
-        return encoded.translate(_ESCAPES)
-    return str(value).translate(_ESCAPES)
+        # JSON text has its control characters escaped already: only its backslashes need doubling.
+        return encoded.replace("\\", "\\\\")
+    return _escape(str(value))
+
+
+def _escape(text: str) -> str:
+    """COPY text escapes; four C-speed `replace` passes beat one `translate` through a dict."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
