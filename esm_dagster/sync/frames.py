@@ -8,8 +8,8 @@ import pandas as pd
 
 
 def _column_values(series: pd.Series) -> list[Any]:
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
+    if isinstance(series.dtype, pd.DatetimeTZDtype):  # one C call, not a Timestamp per value
+        return [None if v is pd.NaT else v for v in series.array.to_pydatetime()]
     if pd.api.types.is_extension_array_dtype(series.dtype) and pd.api.types.is_integer_dtype(series.dtype):
         return [None if pd.isna(v) else int(v) for v in series]
     if pd.api.types.is_bool_dtype(series.dtype) and pd.api.types.is_extension_array_dtype(series.dtype):
