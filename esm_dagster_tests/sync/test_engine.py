@@ -240,3 +240,22 @@ def test_a_batch_of_many_rejects_is_quarantined_once_refreshed_then_resolved(
         resolved = session.scalars(sa.select(QuarantineRecord.resolved_at)).all()
     assert len(resolved) == first.records_rejected and None not in resolved
     assert count(db_url, "payment") == len(source)
+
+
+def test_quarantine_payload_document_is_what_json_writes() -> None:
+    """orjson's document equals `json`'s (`default=str`) for every kind a record holds, including
+    the ones orjson refuses (past 64 bits, non-text keys); NaN becomes null, as jsonb needs."""
+    import datetime as dt
+    import json
+    import uuid
+
+    from esm_dagster.sync.engine import json_document
+
+    record = {
+        "at": dt.datetime(2026, 12, 4, 3, 0, tzinfo=dt.UTC), "day": dt.date(2026, 1, 2), "time": dt.time(3, 4),
+        "amount": Decimal("1.10"), "uuid": uuid.UUID(int=5), "text": "ไม้แบด\t\\N", "none": None, "flag": True,
+        "ratio": 1.5, "nested": [1, (2, {"k": [None]})], "edge": 2**63 - 1, "low": -(2**63),
+    }  # fmt: skip
+    for value in (record, {**record, "big": 2**70}, {1: "x", None: 2}, []):
+        assert json_document(value) == json.loads(json.dumps(value, default=str))
+    assert json_document({"nan": float("nan"), "inf": [float("inf")]}) == {"nan": None, "inf": [None]}
