@@ -488,7 +488,7 @@ def _load_batch(
         if written:
             resolve_quarantined(conn, ctx, [f"id:{e}" for e in written.values()], now)
         if result.rejected:
-            _quarantine(conn, engine.dialect.name, ctx, result.rejected, now)
+            _quarantine(conn, ctx, result.rejected, now)
             report.records_rejected += len(result.rejected)
         if ctx.track_cursor:
             _save_cursor(conn, engine.dialect.name, ctx, new_cursor, now)
@@ -535,9 +535,7 @@ def upsert_accepted(
     return written_ids
 
 
-def _quarantine(
-    conn: sa.Connection, dialect: str, ctx: LoadContext, rejected: list[Any], now: dt.datetime
-) -> None:
+def _quarantine(conn: sa.Connection, ctx: LoadContext, rejected: list[Any], now: dt.datetime) -> None:
     table = cast(sa.Table, QuarantineRecord.__table__)
     key_path = ctx.rules.sync.key
     rows: dict[str, dict[str, Any]] = {}
