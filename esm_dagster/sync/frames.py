@@ -8,8 +8,8 @@ import pandas as pd
 
 
 def _column_values(series: pd.Series) -> list[Any]:
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
+    if isinstance(series.dtype, pd.DatetimeTZDtype):  # one C call, not a Timestamp per value
+        return [None if v is pd.NaT else v for v in series.array.to_pydatetime()]
     if pd.api.types.is_extension_array_dtype(series.dtype) and pd.api.types.is_integer_dtype(series.dtype):
         return [None if pd.isna(v) else int(v) for v in series]
     if pd.api.types.is_bool_dtype(series.dtype) and pd.api.types.is_extension_array_dtype(series.dtype):
@@ -21,7 +21,12 @@ def _column_values(series: pd.Series) -> list[Any]:
     ]
 
 
+def frame_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Column name -> the column's values as plain Python values (None for every missing kind)."""
+    return {name: _column_values(frame[name]) for name in frame.columns}
+
+
 def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = {name: _column_values(frame[name]) for name in frame.columns}
+    columns = frame_columns(frame)
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]

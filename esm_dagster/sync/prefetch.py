@@ -1,7 +1,8 @@
 """Read provider pages ahead in a thread, so HTTP waits overlap rules and database work.
 
 Order is kept and nothing is skipped: the consumer sees exactly the producer's sequence, then
-the producer's exception if it raised. At most `depth` pages wait in memory.
+the producer's exception if it raised. At most `depth` pages wait in memory (the engine reads a
+write batch ahead, see `prefetch_depth`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ _DONE = object()
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+MAX_DEPTH = 12
+
+
+def prefetch_depth(batch_size: int, page_size: int) -> int:
+    """Pages to read ahead: a write batch's worth (at most `MAX_DEPTH`), at least 2.
+
+    While a batch is validated and written the reader keeps fetching; with only two slots it
+    stalled after two pages and the next batch then waited for the rest one request at a time.
+    """
+    return max(2, min(MAX_DEPTH, -(-batch_size // max(1, page_size))))
 
 
 def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:

@@ -8,10 +8,11 @@ retyped behind a data engineer's back.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -48,6 +49,27 @@ def column_type(type_name: str) -> sa.types.TypeEngine:
 
 def row_id(source: str, external_id: str) -> uuid.UUID:
     return uuid.uuid5(IDENTITY_NAMESPACE, f"{source}\x1f{external_id}")
+
+
+def row_id_texts(source: str, external_ids: Iterable[str]) -> list[str]:
+    """`str(row_id(source, e))` for each id, without building a UUID object per record.
+
+    The same RFC 4122 version 5 digest (SHA-1 of namespace and name, version and variant bits
+    set) as `uuid.uuid5`, formatted directly: a sync's bulk write needs the text, and the UUID
+    objects cost more than the hashing (tests prove both equal).
+    """
+    namespace = IDENTITY_NAMESPACE.bytes
+    prefix = f"{source}\x1f"
+    out = []
+    for external_id in external_ids:
+        digest = bytearray(
+            hashlib.sha1(namespace + (prefix + external_id).encode(), usedforsecurity=False).digest()[:16]
+        )
+        digest[6] = (digest[6] & 0x0F) | 0x50
+        digest[8] = (digest[8] & 0x3F) | 0x80
+        x = digest.hex()
+        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return out
 
 
 _lock = threading.Lock()

@@ -402,7 +402,7 @@ def _read_all(
     if rejected:
         engine = get_engine(ctx.url)
         with engine.begin() as conn:
-            _quarantine(conn, engine.dialect.name, ctx, rejected, utcnow())
+            _quarantine(conn, ctx, rejected, utcnow())
         report.records_rejected += len(rejected)
     return out, deleted, unreadable
 

@@ -159,3 +159,99 @@ def test_two_writers_of_the_same_new_rows_both_succeed(db_url: str, size: int) -
     assert errors == []
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == ROUNDS * size
+
+
+def _ledger(metadata: sa.MetaData, name: str) -> sa.Table:
+    """The quarantine's shape: a Uuid key, JSON documents and a counter bumped on each conflict."""
+    from esm_dagster.catalog.types import JSONType
+
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("fingerprint", sa.Text, nullable=False, unique=True),
+        sa.Column("payload", JSONType, nullable=False),
+        sa.Column("seen_count", sa.Integer, nullable=False),
+        sa.Column("resolved_at", UTCDateTime()),
+    )
+
+
+def _ledger_rows(n: int, version: int) -> list[dict]:
+    import uuid
+
+    return [
+        {
+            "id": uuid.uuid5(uuid.NAMESPACE_URL, f"r{i}"),
+            "fingerprint": f"id:{i}",
+            "payload": {
+                "v": version,
+                "text": AWKWARD[i % len(AWKWARD)],
+                "nested": [{"n": i}, None, True, 1.5],
+            },
+            "seen_count": 1,
+            "resolved_at": None,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("size", [bulk.COPY_MIN_ROWS - 1, 120])  # the statement path and (PG) COPY
+def test_update_values_json_and_uuid_text_write_what_the_plain_statement_writes(
+    db_url: str, size: int
+) -> None:
+    """`update_values` (`seen_count + 1`), JSON documents and ids given as text: the bulk upsert of
+    either path leaves exactly the rows of SQLAlchemy's own statement with UUID objects."""
+    engine = get_engine(db_url)
+    metadata = sa.MetaData()
+    via_bulk, via_statement = (
+        _ledger(metadata, f"ledger_bulk_{size}"),
+        _ledger(metadata, f"ledger_stmt_{size}"),
+    )
+    metadata.create_all(engine)
+    bump = {"seen_count": via_bulk.c.seen_count + 1, "resolved_at": None}
+    with engine.begin() as conn:
+        for version in (1, 2):
+            rows = _ledger_rows(size, version)
+            as_text = [{**r, "id": str(r["id"])} for r in rows]
+            bulk.upsert_rows(conn, via_bulk, as_text, ["fingerprint"], ["payload"], update_values=bump)
+            statement = bulk.upsert_statement(
+                engine.dialect.name, via_statement, ["fingerprint"], ["payload"],
+                {"seen_count": via_statement.c.seen_count + 1, "resolved_at": None},
+            )  # fmt: skip
+            conn.execute(statement, rows)
+    with engine.connect() as conn:
+        written = conn.execute(sa.select(via_bulk).order_by(via_bulk.c.fingerprint)).all()
+        expected = conn.execute(sa.select(via_statement).order_by(via_statement.c.fingerprint)).all()
+    assert len(written) == size and [tuple(r) for r in written] == [tuple(r) for r in expected]
+    assert {r.seen_count for r in written} == {2} and {r.payload["v"] for r in written} == {2}
+
+
+def test_copy_text_escapes_and_types_column_by_column() -> None:
+    """The column-wise COPY text: each value as `_text` writes it alone, whatever the column mixes."""
+    import uuid
+
+    aware = dt.datetime(2026, 12, 4, 3, 0, tzinfo=dt.UTC)
+    columns = {
+        "text": [*AWKWARD, None],
+        "plain": ["a", None, "b", "c", "d", "e", "f", "g", "h"],
+        "number": [1, None, 2**62, -3, 0, 5, 6, 7, 8],
+        "flag": [True, False, None, True, True, False, False, True, None],
+        "moment": [aware, None, aware.replace(tzinfo=None), aware, aware, aware, aware, aware, aware],
+        "same": [aware] * 9,
+        "mixed": [
+            1,
+            True,
+            "x",
+            Decimal("1.10"),
+            1.5,
+            uuid.UUID(int=7),
+            dt.date(2026, 1, 2),
+            {"k": "\t"},
+            None,
+        ],
+        "nothing": [None] * 9,
+    }
+    lines = bulk.copy_text(columns).split("\n")
+    assert lines[-1] == "" and len(lines) == 10
+    for n, line in enumerate(lines[:-1]):
+        assert line.split("\t") == [bulk._text(values[n]) for values in columns.values()]

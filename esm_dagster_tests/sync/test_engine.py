@@ -197,3 +197,65 @@ def test_failed_run_resumes_from_its_last_checkpoint_with_nothing_lost_or_double
     assert run_mapping(catalog, "stripe/charges").records_read == 0
     assert run_mapping(catalog, "stripe/charges", full_refresh=True).records_written == accepted
     assert count(catalog, "payment") == accepted
+
+
+def test_a_batch_of_many_rejects_is_quarantined_once_refreshed_then_resolved(
+    db_url: str, fernet_key: str
+) -> None:
+    """Enough rejects in one batch for the bulk (COPY) path on PostgreSQL: each stored once with its
+    redacted payload, a re-read counts a second sighting, and once the rules accept them the same
+    rows are resolved (PostgreSQL: one array-bound UPDATE per batch)."""
+    from esm_dagster.rules.redaction import redact_record
+    from esm_dagster.sync import bulk
+
+    with stripe_emulator(charges=600) as emulator:
+        demo_catalog(db_url, emulator)
+        first = run_mapping(db_url, "stripe/charges")
+        assert first.batches == 1 and first.records_rejected >= bulk.COPY_MIN_ROWS
+        source = {c["id"]: c for c in emulator_charges(emulator)}
+        with session_factory(db_url)() as session:
+            stored = session.scalars(sa.select(QuarantineRecord)).all()
+        assert len(stored) == first.records_rejected
+        for record in stored:
+            assert record.payload == redact_record(source[record.external_id])
+            assert record.errors and record.seen_count == 1 and record.resolved_at is None
+
+        again = run_mapping(db_url, "stripe/charges", full_refresh=True)
+        assert again.records_rejected == first.records_rejected
+        with session_factory(db_url)() as session:
+            seen = session.execute(sa.select(QuarantineRecord.seen_count, QuarantineRecord.resolved_at)).all()
+        assert len(seen) == first.records_rejected and set(seen) == {(2, None)}
+
+        with session_factory(db_url).begin() as session:
+            row = get_mapping(session, "stripe/charges")
+            rules = dict(row.mapping_rules)
+            fields = dict(rules["field_mappings"])
+            fields["billing_details.email"] = "payment.billing_email"  # any text now
+            fields["amount"] = {"target": "payment.amount", "type": "decimal"}  # minor units, any currency
+            rules["field_mappings"], rules["validation_rules"] = fields, {}
+            row.mapping_rules = rules
+        fixed = run_mapping(db_url, "stripe/charges", full_refresh=True)
+    assert (fixed.records_rejected, fixed.records_written) == (0, len(source))
+    with session_factory(db_url)() as session:
+        resolved = session.scalars(sa.select(QuarantineRecord.resolved_at)).all()
+    assert len(resolved) == first.records_rejected and None not in resolved
+    assert count(db_url, "payment") == len(source)
+
+
+def test_quarantine_payload_document_is_what_json_writes() -> None:
+    """orjson's document equals `json`'s (`default=str`) for every kind a record holds, including
+    the ones orjson refuses (past 64 bits, non-text keys); NaN becomes null, as jsonb needs."""
+    import datetime as dt
+    import json
+    import uuid
+
+    from esm_dagster.sync.engine import json_document
+
+    record = {
+        "at": dt.datetime(2026, 12, 4, 3, 0, tzinfo=dt.UTC), "day": dt.date(2026, 1, 2), "time": dt.time(3, 4),
+        "amount": Decimal("1.10"), "uuid": uuid.UUID(int=5), "text": "ไม้แบด\t\\N", "none": None, "flag": True,
+        "ratio": 1.5, "nested": [1, (2, {"k": [None]})], "edge": 2**63 - 1, "low": -(2**63),
+    }  # fmt: skip
+    for value in (record, {**record, "big": 2**70}, {1: "x", None: 2}, []):
+        assert json_document(value) == json.loads(json.dumps(value, default=str))
+    assert json_document({"nan": float("nan"), "inf": [float("inf")]}) == {"nan": None, "inf": [None]}

@@ -3,10 +3,12 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from esm_dagster.catalog.db import get_engine
 from esm_dagster.sync.dialect import upsert_statement
-from esm_dagster.sync.target_tables import TargetTableError, ensure_table, row_id
+from esm_dagster.sync.target_tables import TargetTableError, ensure_table, row_id, row_id_texts
 
 
 def columns_of(url: str, table: str) -> set[str]:
@@ -69,6 +71,12 @@ def test_unfillable_not_null_column_is_named(db_url: str) -> None:
 def test_row_ids_are_stable_per_source() -> None:
     assert row_id("stripe/charges", "ch_1") == row_id("stripe/charges", "ch_1")
     assert row_id("stripe/charges", "ch_1") != row_id("stripe_eu/charges", "ch_1")
+
+
+@given(source=st.text(max_size=40), external_ids=st.lists(st.text(max_size=60), max_size=20))
+def test_row_id_texts_are_the_uuid5_row_ids(source: str, external_ids: list[str]) -> None:
+    """The bulk path's hashed ids are the very ids `row_id` gives (rows written either way meet)."""
+    assert row_id_texts(source, external_ids) == [str(row_id(source, e)) for e in external_ids]
 
 
 def test_a_column_of_another_type_is_named_not_a_database_cast_error(db_url: str) -> None:
