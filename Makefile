@@ -56,7 +56,7 @@ clean-demo:
 
 # The production profile (deploy/dagster.prod.yaml) on a real PostgreSQL: queue, daemon, run, read-back.
 prod-check: $(STAMP)
-	$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'
+	@$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'  # prints the URL without its password
 
 # One Celery worker for `deploy.celery_defs` (needs DAGSTER_HOME on the PostgreSQL profile and the
 # code location's environment): CELERY_QUEUE, CELERY_CONCURRENCY.

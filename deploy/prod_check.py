@@ -13,7 +13,9 @@ the end, pass or fail.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,7 @@ class ProdCheck:
     materializations_in_event_log: int = 0
     rows_in_catalog: int = 0
     seconds: float = 0.0
+    leftover_processes: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -79,6 +82,39 @@ def scratch_database(admin_url: str) -> Iterator[tuple[str, str]]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (Linux /proc; empty where there is none)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            members.append(int(stat.parent.name))
+    return members
+
+
+def stop_process_group(leader: subprocess.Popen[bytes], grace: float = 20) -> list[int]:
+    """SIGTERM to the leader's whole group, SIGKILL to whatever is left after `grace` seconds;
+    returns the processes still alive after that (none, unless something ignores SIGKILL)."""
+    pgid = leader.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while group_members(pgid) and time.monotonic() < deadline:
+        leader.poll()  # reap the leader as soon as it exits
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        leader.wait(5)
+    deadline = time.monotonic() + 5
+    while (left := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def _dagster(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -127,9 +163,11 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }
         env.pop("ESM_FERNET_KEYS_FILE", None)
-        saved = {k: os.environ.get(k) for k in ("DAGSTER_PG_URL", "ESM_FERNET_KEYS")}
-        os.environ["DAGSTER_PG_URL"] = storage_url
-        os.environ["ESM_FERNET_KEYS"] = env["ESM_FERNET_KEYS"]
+        # Sandbox mode: the demo mappings point at the Stripe emulator on loopback.
+        env["ESM_ALLOW_LOOPBACK"] = "1"
+        saved = {k: os.environ.get(k) for k in ("DAGSTER_PG_URL", "ESM_FERNET_KEYS", "ESM_ALLOW_LOOPBACK")}
+        for key in saved:
+            os.environ[key] = env[key]
         try:
             emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=60, charges=200, seed=5)
             emulator.start()
@@ -151,19 +189,21 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
                 check.run_id, check.queued_before_daemon = _only_run(storage_url, JOB)
                 daemon_log = Path(home) / "daemon.log"
                 with daemon_log.open("w") as log_file:
+                    # Its own process group: the daemon starts a code server (`dagster api grpc`)
+                    # that outlived it when only the daemon was stopped.
                     daemon = subprocess.Popen(  # noqa: S603
                         [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
                         env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     )  # fmt: skip
                 try:
                     check.run_status = _wait_for_run(storage_url, check.run_id, started + timeout)
                 finally:
-                    daemon.terminate()
-                    try:
-                        daemon.wait(20)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
-                        daemon.wait(5)
+                    check.leftover_processes = stop_process_group(daemon)
+                if check.leftover_processes:
+                    check.failures.append(
+                        f"processes of the daemon's group survived SIGTERM and SIGKILL: {check.leftover_processes}"
+                    )
                 if check.run_status != "SUCCESS":
                     check.failures.append(f"daemon log: {daemon_log.read_text()[-2000:]}")
                 _read_back(check, storage_url, catalog_url)
@@ -243,9 +283,19 @@ def main() -> int:
     )
     parser.add_argument("--admin-url", default=os.environ.get("ESM_PROD_CHECK_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args()
-    check = run_check(args.admin_url)
+    shown = sa.engine.make_url(args.admin_url).render_as_string(hide_password=True)
+    print(f"prod-check on {shown} (a scratch database there, dropped at the end)", flush=True)
+    try:
+        check = run_check(args.admin_url)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        print(f"prod-check: cannot use {shown}: {reason}", file=sys.stderr)
+        return 2
     for part, name in check.storage.items():
         print(f"{part:16} {name}")
+    limits = ", ".join(f"{t['key']} {t['limit']}" + (" per value" if t.get("value") else "") for t in check.tag_limits)
+    print(f"{'run queue limits':16} {limits or 'none'}")
+    print(f"{'catalog':16} schema {CATALOG_SCHEMA!r} of the same database as Dagster's storage")
     print(f"run {check.run_id}: queued={check.queued_before_daemon} -> {check.run_status}")
     print(f"materializations in event_logs: {check.materializations_in_event_log}")
     print(f"rows in catalog user table: {check.rows_in_catalog}; {check.seconds}s")

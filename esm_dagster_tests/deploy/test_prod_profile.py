@@ -38,7 +38,9 @@ def _scratch_databases(url: str) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_queued_demo_sync_runs_on_postgres_storage_and_reads_back() -> None:
+def test_a_queued_demo_sync_runs_on_postgres_storage_and_reads_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As `make prod-check` starts: not in sandbox mode (it failed there, refusing the emulator).
+    monkeypatch.delenv("ESM_ALLOW_LOOPBACK", raising=False)
     if not _reachable(ADMIN_URL):
         if os.environ.get("ESM_REQUIRE_POSTGRES") == "1":
             pytest.fail("PostgreSQL required but unreachable")
@@ -46,6 +48,8 @@ def test_a_queued_demo_sync_runs_on_postgres_storage_and_reads_back() -> None:
     before = _scratch_databases(ADMIN_URL)
     check = run_check(ADMIN_URL)
     assert check.failures == []
+    # The daemon's code server used to outlive the check (an orphan `dagster api grpc`).
+    assert check.leftover_processes == []
     assert check.storage == {
         "runs": "PostgresRunStorage",
         "events": "PostgresEventLogStorage",
@@ -60,3 +64,23 @@ def test_a_queued_demo_sync_runs_on_postgres_storage_and_reads_back() -> None:
     assert check.rows_in_catalog > 0
     # The scratch database is gone: nothing piles up on a shared server.
     assert _scratch_databases(ADMIN_URL) <= before
+
+
+def test_stopping_the_daemon_group_leaves_no_orphan() -> None:
+    """A leader whose child ignores SIGTERM and outlives it (as the daemon's code server did)."""
+    import subprocess
+    import sys
+
+    from deploy.prod_check import group_members, stop_process_group
+
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)'])\n"
+        "time.sleep(60)\n"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None and leader.stdout.readline().strip() == b"1"  # the child is up
+    assert len(group_members(leader.pid)) == 2
+    assert stop_process_group(leader, grace=1) == []
+    assert group_members(leader.pid) == []
