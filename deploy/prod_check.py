@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -293,7 +293,9 @@ def main() -> int:
         return 2
     for part, name in check.storage.items():
         print(f"{part:16} {name}")
-    limits = ", ".join(f"{t['key']} {t['limit']}" + (" per value" if t.get("value") else "") for t in check.tag_limits)
+    limits = ", ".join(
+        f"{t['key']} {t['limit']}" + (" per value" if t.get("value") else "") for t in check.tag_limits
+    )
     print(f"{'run queue limits':16} {limits or 'none'}")
     print(f"{'catalog':16} schema {CATALOG_SCHEMA!r} of the same database as Dagster's storage")
     print(f"run {check.run_id}: queued={check.queued_before_daemon} -> {check.run_status}")
