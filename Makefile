@@ -60,8 +60,11 @@ prod-check: $(STAMP)
 
 # One Celery worker for `deploy.celery_defs` (needs DAGSTER_HOME on the PostgreSQL profile and the
 # code location's environment): CELERY_QUEUE, CELERY_CONCURRENCY.
+# dagster-celery starts `celery` by name, so the venv's bin goes first on PATH.
 CELERY_QUEUE ?= dagster
 CELERY_CONCURRENCY ?= 2
+ESM_CELERY_BROKER ?= pyamqp://guest:guest@127.0.0.1:5672//
 celery-worker: $(STAMP)
-	PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) $(BIN)/dagster-celery worker start -A dagster_celery.app \
+	PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) \
+		ESM_CELERY_BROKER='$(ESM_CELERY_BROKER)' $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y deploy/celery.yaml -q $(CELERY_QUEUE) -- -c $(CELERY_CONCURRENCY)

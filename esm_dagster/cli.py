@@ -74,14 +74,12 @@ def _catalog_url() -> str:
     import sqlalchemy as sa
 
     from esm_dagster.catalog.db import database_url, get_engine, redacted_url
+    from esm_dagster.catalog.schemas import no_catalog_message
 
     url = database_url()
     with get_engine(url).connect() as conn:
         if not sa.inspect(conn).has_table("external_system_mapping"):
-            raise ValueError(
-                f"the catalog {redacted_url(url)} has no external_system_mapping table: "
-                "run `esm db upgrade` first"
-            )
+            raise ValueError(no_catalog_message(redacted_url(url), conn, "run `esm db upgrade` first"))
     return url
 
 

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from esm_dagster.catalog.db import get_engine, normalize_url
+from esm_dagster.catalog.schemas import ensure_search_path_schema
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -22,6 +23,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     cfg = alembic_config(url)
     with get_engine(url).begin() as connection:
+        ensure_search_path_schema(connection)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

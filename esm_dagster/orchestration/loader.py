@@ -18,6 +18,7 @@ from dagster._core.definitions.definitions_load_context import StateBackedDefini
 from esm_dagster.catalog.db import get_engine, redacted_url, session_factory
 from esm_dagster.catalog.mappings import MappingSpec, load_specs, mark_error
 from esm_dagster.catalog.models import SyncStatus
+from esm_dagster.catalog.schemas import no_catalog_message
 from esm_dagster.orchestration.assets import build_mapping_asset
 from esm_dagster.orchestration.health_asset import build_health_assets
 from esm_dagster.orchestration.messages_job import build_messages_sensor, messages_job
@@ -71,8 +72,11 @@ def fetch_specs(database_url: str) -> list[MappingSpec]:
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("external_system_mapping"):
             raise CatalogNotReady(
-                f"the catalog {redacted_url(database_url)} has no external_system_mapping table: "
-                "run `esm db upgrade` (with the same ESM_DATABASE_URL) first"
+                no_catalog_message(
+                    redacted_url(database_url),
+                    conn,
+                    "run `esm db upgrade` (with the same ESM_DATABASE_URL) first",
+                )
             )
     Session = session_factory(database_url)
     with Session.begin() as session:

@@ -1,0 +1,24 @@
+"""The shipped worker config reads the broker from the environment like the executor side does
+(it used to hard-code the local RabbitMQ, so a worker ignored ESM_CELERY_BROKER)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster_celery.cli import get_validated_config
+
+from deploy.celery_defs import celery_config
+
+WORKER_YAML = str(Path(__file__).resolve().parents[2] / "deploy" / "celery.yaml")
+
+
+def test_the_worker_yaml_takes_the_broker_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESM_CELERY_BROKER", "pyamqp://guest:guest@broker.internal:5672//")
+    monkeypatch.delenv("ESM_CELERY_BACKEND", raising=False)
+    monkeypatch.delenv("ESM_CELERY_QUEUE", raising=False)
+    worker = get_validated_config(WORKER_YAML)
+    executor = celery_config()
+    assert worker["broker"] == executor["broker"] == "pyamqp://guest:guest@broker.internal:5672//"
+    assert worker["backend"] == executor["backend"]
+    assert worker["config_source"] == executor["config_source"]
