@@ -124,6 +124,11 @@ def _find_dlt_python(explicit: str | None) -> str | None:
     return None
 
 
+def _progress(section: str, figures: Any) -> None:
+    """A finished section's figures on stderr as it completes: the full run takes about half an hour."""
+    print(f"{section} done: {json.dumps(figures)}", file=sys.stderr, flush=True)
+
+
 def _goal(value: float | None, goal: str, ok: bool | None) -> dict[str, Any]:
     return {"value": value, "goal": goal, "met": ok}
 
@@ -170,6 +175,9 @@ def markdown(report: dict[str, Any]) -> str:
     for name, g in report["goals"].items():
         met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")
         lines.append(f"| {name} | {g['value']} | {g['goal']} | {met} |")
+    lines += ["", "Goals are issue 8's. Ratios of figures measured in this one run; the RSS growth row "
+              "(peak minus RSS before the sync, largest size over smallest) shows what the sync itself "
+              "adds beyond the interpreter, Dagster and the libraries, and has no goal."]  # fmt: skip
     cmp = report.get("inbound")
     if cmp:
         lines += ["", f"## (a, b) Inbound: {cmp['charges']:,} Stripe charges, emulator -> PostgreSQL", "",
@@ -245,22 +253,23 @@ def main() -> int:
         dlt_python = _find_dlt_python(args.dlt_python)
         report["inbound"] = inbound_comparison(args.inbound, args.database_url, dlt_python)
         known[args.inbound] = report["inbound"]["esm_dagster"]
-        print(json.dumps(report["inbound"]), flush=True)
+        _progress("(a, b) inbound", report["inbound"])
     if args.rules:
         report["rules"] = rules_bench.measure(args.rules, min(args.rules, args.loop_records))
-        print(json.dumps(report["rules"]), flush=True)
+        _progress("(c) rules", report["rules"])
     if args.memory:
         sizes = [int(s) for s in args.memory.split(",")]
         report["memory"] = memory_by_size(sizes, args.database_url, known)
-        print(json.dumps(report["memory"]), flush=True)
+        _progress("(d) memory", report["memory"])
     if args.mappings:
         report["definitions"] = [definitions_bench.measure(int(n)) for n in args.mappings.split(",")]
-        print(json.dumps(report["definitions"]), flush=True)
+        _progress("(e) definitions", report["definitions"])
     report["goals"] = goals(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
+    print(f"wrote {args.out / f'{args.name}.md'} and {args.out / f'{args.name}.json'}")
     return 0
 
 

@@ -47,3 +47,5 @@ def test_the_whole_bench_runs_at_toy_sizes(tmp_path: Path) -> None:
         "rules engine / per-record loop (same records)",
     }
     assert "## (e) Definitions by catalog size" in (tmp_path / "bench.md").read_text()
+    assert out.stdout.rstrip().endswith(f"wrote {tmp_path / 'bench.md'} and {tmp_path / 'bench.json'}")
+    assert "(c) rules done:" in out.stderr
