@@ -12,7 +12,7 @@ UI_PORT ?= 3000
 # `make prod-check` creates (and drops) a scratch database on this server.
 PROD_CHECK_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check celery-worker
+.PHONY: install demo test test-fast lint format bench ui clean-demo prod-check celery-worker celery-check
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "esm_dagster needs Python 3.11+; set PY=python3.11")'
@@ -65,6 +65,13 @@ CELERY_QUEUE ?= dagster
 CELERY_CONCURRENCY ?= 2
 ESM_CELERY_BROKER ?= pyamqp://guest:guest@127.0.0.1:5672//
 celery-worker: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) \
+	@echo "celery worker on queue $(CELERY_QUEUE), concurrency $(CELERY_CONCURRENCY) (broker from ESM_CELERY_BROKER)"
+	@PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) \
 		ESM_CELERY_BROKER='$(ESM_CELERY_BROKER)' $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y deploy/celery.yaml -q $(CELERY_QUEUE) -- -c $(CELERY_CONCURRENCY)
+
+# Before a Celery run: the broker takes the credentials and a worker consumes the queue (a run
+# waits without a word when either is wrong). Exit 2 with one line naming which.
+celery-check: $(STAMP)
+	@PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) ESM_CELERY_BROKER='$(ESM_CELERY_BROKER)' \
+		$(BIN)/python -m deploy.celery_check

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from deploy.celery_check import check
 from deploy.celery_defs import DEFAULT_BROKER
 from deploy.celery_workers import celery_workers
 from deploy.prod_check import DEFAULT_ADMIN_URL, PROFILE, REPO_ROOT, scratch_database
@@ -87,6 +88,8 @@ def test_a_two_mapping_job_runs_its_steps_on_two_celery_workers(
                 "PYTHONPATH": str(REPO_ROOT),
             }
             with celery_workers(2, queue, env, tmp_path) as workers:
+                # `make celery-check` sees both workers on the run's queue.
+                assert check(BROKER, queue) == (None, sorted(w.name for w in workers))
                 done = subprocess.run(
                     [sys.executable, "-m", "dagster", "job", "execute", "-m", "deploy.celery_defs", "-j", job],
                     env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
