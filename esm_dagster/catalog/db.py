@@ -31,10 +31,41 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+SUPPORTED_BACKENDS = ("postgresql", "sqlite")
+EXAMPLE_URLS = "postgresql://USER@HOST:5432/DB or sqlite:////path/catalog.db"
+
+
+def catalog_url_problem(url: str) -> str | None:
+    """Why `url` cannot hold the catalog, said before a driver import fails on it.
+
+    The catalog's migrations, JSON columns and bulk upserts are written for PostgreSQL and SQLite;
+    a MySQL URL otherwise ends in "No module named 'MySQLdb'", which reads like a missing install.
+    """
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
+        return (
+            f"ESM_DATABASE_URL {shown!r} is not a database URL; the catalog runs on PostgreSQL or "
+            f"SQLite (e.g. {EXAMPLE_URLS})"
+        )
+    backend = parsed.get_backend_name()
+    if backend in SUPPORTED_BACKENDS or backend == "postgres":
+        return None
+    return (
+        f"ESM_DATABASE_URL names a {backend} database ({redacted_url(url)}); the catalog runs on "
+        f"PostgreSQL or SQLite (e.g. {EXAMPLE_URLS})"
+    )
+
+
 def database_url() -> str:
     """The catalog URL: `ESM_DATABASE_URL`, else an embedded SQLite file under `ESM_HOME`."""
     url = os.environ.get("ESM_DATABASE_URL")
     if url:
+        if problem := catalog_url_problem(url):
+            raise ValueError(problem)
         return normalize_url(url)
     home = esm_home()
     home.mkdir(parents=True, exist_ok=True)

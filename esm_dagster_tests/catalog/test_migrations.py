@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from esm_dagster.catalog.db import get_engine, normalize_url
+from esm_dagster.catalog.db import database_url, get_engine, normalize_url
 from esm_dagster.catalog.migrate import current_revision, upgrade
 from esm_dagster.catalog.models import (
     AuthenticationType,
@@ -143,6 +143,31 @@ def test_orm_round_trip_enums(db_url: str) -> None:
 def test_normalize_url_prefers_psycopg2() -> None:
     assert normalize_url("postgresql://u@h/db").startswith("postgresql+psycopg2://")
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://app:s3cr3t-pw@db.internal/esm", "names a mysql database (mysql://app:***@db.internal/esm)"),
+        ("mysql+pymysql://app:s3cr3t-pw@db/esm", "names a mysql database"),
+        ("mssql+pyodbc://app:s3cr3t-pw@db/esm", "names a mssql database"),
+        ("app:s3cr3t-pw@db.internal/esm", "'db.internal/esm' is not a database URL"),
+    ],
+)
+def test_a_catalog_url_of_an_unsupported_kind_is_refused_by_name_without_its_password(
+    url: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once "No module named 'MySQLdb'" (new-user finding): read as a missing install."""
+    monkeypatch.setenv("ESM_DATABASE_URL", url)
+    with pytest.raises(ValueError, match="PostgreSQL or SQLite") as caught:
+        database_url()
+    assert says in str(caught.value) and "s3cr3t-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db", "sqlite:///x.db"])
+def test_the_supported_catalog_urls_pass(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESM_DATABASE_URL", url)
+    assert database_url() == normalize_url(url)
 
 
 def test_downgrade_to_initial_and_back(blank_db: str) -> None:
