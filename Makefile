@@ -63,15 +63,19 @@ prod-check: $(STAMP)
 # dagster-celery starts `celery` by name, so the venv's bin goes first on PATH.
 CELERY_QUEUE ?= dagster
 CELERY_CONCURRENCY ?= 2
+# Broker and backend reach the processes through the environment, not their command lines
+# (`ps` shows those, and the broker URL holds a password). Stop a worker with Ctrl-C.
 ESM_CELERY_BROKER ?= pyamqp://guest:guest@127.0.0.1:5672//
+ESM_CELERY_BACKEND ?= rpc://
+celery-worker celery-check: export ESM_CELERY_BROKER := $(ESM_CELERY_BROKER)
+celery-worker celery-check: export ESM_CELERY_BACKEND := $(ESM_CELERY_BACKEND)
 celery-worker: $(STAMP)
 	@echo "celery worker on queue $(CELERY_QUEUE), concurrency $(CELERY_CONCURRENCY) (broker from ESM_CELERY_BROKER)"
 	@PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) \
-		ESM_CELERY_BROKER='$(ESM_CELERY_BROKER)' $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		exec $(BIN)/dagster-celery worker start -A dagster_celery.app \
 		-y deploy/celery.yaml -q $(CELERY_QUEUE) -- -c $(CELERY_CONCURRENCY)
 
 # Before a Celery run: the broker takes the credentials and a worker consumes the queue (a run
 # waits without a word when either is wrong). Exit 2 with one line naming which.
 celery-check: $(STAMP)
-	@PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) ESM_CELERY_BROKER='$(ESM_CELERY_BROKER)' \
-		$(BIN)/python -m deploy.celery_check
+	@PYTHONPATH=$(CURDIR) ESM_CELERY_QUEUE=$(CELERY_QUEUE) exec $(BIN)/python -m deploy.celery_check

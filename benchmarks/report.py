@@ -124,6 +124,26 @@ def _find_dlt_python(explicit: str | None) -> str | None:
     return None
 
 
+def _count(least: int) -> Any:
+    """An argparse type: an integer of at least `least` (argparse prints the error, no traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is below {least}")
+        return value
+
+    return parse
+
+
+def _sizes(text: str) -> list[int]:
+    """Comma-separated sizes, each at least 1; empty means none."""
+    return [_count(1)(part.strip()) for part in text.split(",") if part.strip()]
+
+
 def _progress(section: str, figures: Any) -> None:
     """A finished section's figures on stderr as it completes: the full run takes about half an hour."""
     print(f"{section} done: {json.dumps(figures)}", file=sys.stderr, flush=True)
@@ -227,17 +247,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--inbound", type=int, default=100_000, help="charges for (a)/(b); 0 skips")
-    parser.add_argument("--memory", default="10000,100000,1000000", help="sizes for (d); empty skips")
-    parser.add_argument("--rules", type=int, default=1_000_000, help="records for (c); 0 skips")
-    parser.add_argument("--loop-records", type=int, default=100_000)
-    parser.add_argument("--mappings", default="100,1000,5000", help="catalog sizes for (e); empty skips")
+    parser.add_argument("--inbound", type=_count(0), default=100_000, help="charges for (a)/(b); 0 skips")
+    parser.add_argument(
+        "--memory", type=_sizes, default="10000,100000,1000000", help="sizes for (d); empty skips"
+    )
+    parser.add_argument("--rules", type=_count(0), default=1_000_000, help="records for (c); 0 skips")
+    parser.add_argument(
+        "--loop-records",
+        type=_count(1),
+        default=100_000,
+        help="records of (c) the loop also runs on, rounded up to whole batches of 10,000",
+    )
+    parser.add_argument(
+        "--mappings", type=_sizes, default="100,1000,5000", help="catalog sizes for (e); empty skips"
+    )
     parser.add_argument("--dlt-python", help="interpreter with dlt[postgres] (default: this one)")
     parser.add_argument("--database-url", default=os.environ.get("ESM_BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--name", default="bench")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the report files")
     parser.add_argument("--render", metavar="JSON", help="only re-write the markdown of a saved report")
     args = parser.parse_args()
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc.strerror}")
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         saved["goals"] = goals(saved)
@@ -258,11 +291,11 @@ def main() -> int:
         report["rules"] = rules_bench.measure(args.rules, min(args.rules, args.loop_records))
         _progress("(c) rules", report["rules"])
     if args.memory:
-        sizes = [int(s) for s in args.memory.split(",")]
+        sizes = args.memory
         report["memory"] = memory_by_size(sizes, args.database_url, known)
         _progress("(d) memory", report["memory"])
     if args.mappings:
-        report["definitions"] = [definitions_bench.measure(int(n)) for n in args.mappings.split(",")]
+        report["definitions"] = [definitions_bench.measure(n) for n in args.mappings]
         _progress("(e) definitions", report["definitions"])
     report["goals"] = goals(report)
     args.out.mkdir(parents=True, exist_ok=True)

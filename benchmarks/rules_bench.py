@@ -85,6 +85,16 @@ def per_record(records: list[dict[str, Any]], region: str = "TH") -> tuple[list[
     return rows, rejected
 
 
+_COMPARED = ("external_id", "email", "phone_number")
+
+
+def _same_rows(result: Any, rows: list[dict[str, Any]]) -> bool:
+    """The engine's accepted rows equal the loop's, in order, on the key and the validated fields."""
+    table = result.tables["user"]
+    engine_rows = list(zip(*(table[c].tolist() for c in _COMPARED), strict=True))
+    return engine_rows == [tuple(row[c] for c in _COMPARED) for row in rows]
+
+
 def measure(total: int = 1_000_000, loop_records: int = 100_000) -> dict[str, Any]:
     from esm_dagster.rules.plan import compile_rules
 
@@ -94,13 +104,15 @@ def measure(total: int = 1_000_000, loop_records: int = 100_000) -> dict[str, An
     engine_seconds = engine_on_loop_records = 0.0
     loop_seconds = 0.0
     engine_accepted = loop_accepted = engine_accepted_on_loop_records = 0
-    seen = 0
+    seen = loop_n = 0
+    same_verdicts = True
     for batch in batches(total):
         started = time.perf_counter()
         result = plan.apply(batch, start_index=seen)
         took = time.perf_counter() - started
         engine_seconds += took
         engine_accepted += result.accepted_count
+        # The loop takes whole batches (the engine's time is per batch): `loop_records` rounds up.
         if seen < loop_records:
             engine_on_loop_records += took
             engine_accepted_on_loop_records += result.accepted_count
@@ -108,8 +120,9 @@ def measure(total: int = 1_000_000, loop_records: int = 100_000) -> dict[str, An
             rows, _ = per_record(batch)
             loop_seconds += time.perf_counter() - started
             loop_accepted += len(rows)
+            loop_n += len(batch)
+            same_verdicts = same_verdicts and _same_rows(result, rows)
         seen += len(batch)
-    loop_n = min(loop_records, total)
     return {
         "records": total,
         "batch": BATCH,
@@ -121,7 +134,8 @@ def measure(total: int = 1_000_000, loop_records: int = 100_000) -> dict[str, An
         "loop_records_per_second": round(loop_n / loop_seconds),
         "loop_accepted": loop_accepted,
         "engine_accepted_on_loop_records": engine_accepted_on_loop_records,
-        "same_verdicts_on_loop_records": loop_accepted == engine_accepted_on_loop_records,
+        # Record by record: the same records accepted, with the same key, email and phone.
+        "same_verdicts_on_loop_records": same_verdicts,
         "speedup_same_records": round(loop_seconds / engine_on_loop_records, 1),
         "speedup_records_per_second": round((total / engine_seconds) / (loop_n / loop_seconds), 1),
     }

@@ -49,6 +49,11 @@ def workers_on(broker: str, queue: str, timeout: float = 3.0) -> list[str]:
 
 def check(broker: str, queue: str, timeout: float = 5.0) -> tuple[str | None, list[str]]:
     """The problem that would stall a Celery run (None when it can start) and the queue's workers."""
+    if not broker.strip():
+        return (
+            "ESM_CELERY_BROKER is empty: set it to pyamqp://USER:PASSWORD@HOST:5672// or redis://HOST:6379/0",
+            [],
+        )
     problem = broker_problem(broker, timeout)
     if problem:
         return problem, []

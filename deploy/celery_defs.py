@@ -20,7 +20,9 @@ import os
 from typing import Any
 
 import dagster as dg
-from dagster_celery import celery_executor
+from dagster._core.execution.retries import RetryMode
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from esm_dagster.catalog.db import database_url
 from esm_dagster.orchestration.loader import build_definitions
@@ -50,9 +52,60 @@ def worker_yaml() -> dict[str, Any]:
     return {"execution": {"config": celery_config()}}
 
 
+class CeleryNotReady(Exception):
+    """The broker refuses the run process, or no worker consumes a queue the run's steps go to."""
+
+
+class CheckedCeleryExecutor(CeleryExecutor):
+    """dagster-celery's executor, refusing to start a run whose steps no worker would take.
+
+    Without the check such a run hangs after RUN_START: a refused broker login is retried for
+    minutes, steps sent to a queue nobody reads wait for ever, the run ignores SIGTERM while it
+    waits (the revoke it sends is never answered), and the provider's concurrency slots its steps
+    claimed stay held, so later runs of the same provider queue behind it. `make celery-check`
+    asks the same questions from a shell; set ESM_CELERY_PREFLIGHT=0 where workers start only
+    after the run does (autoscaling on queue length).
+    """
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        if os.environ.get("ESM_CELERY_PREFLIGHT", "1") != "0":
+            from dagster_celery.make_app import make_app
+
+            from deploy.celery_check import check
+
+            # The queue a step goes to when it names none, as dagster-celery's loop works it out.
+            default = make_app(self.app_args()).conf.task_default_queue
+            queues = {
+                execution_plan.get_step_by_key(key).tags.get(DAGSTER_CELERY_QUEUE_TAG, default)
+                for key in execution_plan.step_keys_to_execute
+            }
+            for queue in sorted(queues):
+                problem, _ = check(self.broker, queue)
+                if problem:
+                    raise CeleryNotReady(f"{problem} (the run did not start any step)")
+        yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="esm_celery",
+    config_schema=CELERY_CONFIG,
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def esm_celery_executor(init_context: dg.InitExecutorContext) -> CheckedCeleryExecutor:
+    """`dagster_celery.celery_executor` with `CheckedCeleryExecutor`'s pre-flight."""
+    config = init_context.executor_config
+    return CheckedCeleryExecutor(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         build_definitions(database_url()),
-        dg.Definitions(executor=celery_executor.configured(celery_config(), name="esm_celery")),
+        dg.Definitions(executor=esm_celery_executor.configured(celery_config(), name="esm_celery")),
     )

@@ -53,6 +53,11 @@ def test_a_refused_login_is_one_line_without_the_password_in_seconds() -> None:
     assert WRONG_PASSWORD not in problem and "127.0.0.1" in problem
 
 
+def test_an_empty_broker_url_is_named() -> None:
+    problem, _ = check("", "dagster")
+    assert problem is not None and problem.startswith("ESM_CELERY_BROKER is empty")
+
+
 def test_a_queue_nobody_consumes_is_named_with_the_command_that_fixes_it() -> None:
     queue = f"esm_nobody_{uuid.uuid4().hex[:8]}"
     problem, workers = check(BROKER, queue, timeout=3)

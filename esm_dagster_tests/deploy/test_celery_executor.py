@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from deploy.celery_check import check
 from deploy.celery_defs import DEFAULT_BROKER
-from deploy.celery_workers import celery_workers
+from deploy.celery_workers import celery_workers, delete_queue
 from deploy.prod_check import DEFAULT_ADMIN_URL, PROFILE, REPO_ROOT, scratch_database
 from esm_dagster.catalog.db import normalize_url, session_factory
 from esm_dagster.catalog.mappings import MappingInput, upsert_mapping
@@ -57,15 +57,65 @@ def _register_manual(url: str, emulator_url: str) -> str:
     return group.job.name
 
 
+def _require_rabbitmq() -> None:
+    if not _listening("127.0.0.1", 5672):
+        if os.environ.get("ESM_REQUIRE_BROKER") == "1":
+            pytest.fail("ESM_REQUIRE_BROKER=1 but RabbitMQ is not listening on 127.0.0.1:5672")
+        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672 (ESM_REQUIRE_BROKER=1 makes this fail)")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_run_whose_queue_no_worker_consumes_fails_at_once_holding_no_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to hang after RUN_START, ignore SIGTERM, and keep the provider's concurrency slots
+    after a kill -9, so every later Stripe run waited behind it (new-user finding)."""
+    _require_rabbitmq()
+    monkeypatch.setenv("ESM_FERNET_KEYS", generate_key())
+    monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROFILE, home / "dagster.yaml")
+    queue = f"esm_nobody_{uuid.uuid4().hex[:10]}"
+    emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=5, charges=5, seed=9)
+    emulator.start()
+    try:
+        with scratch_database(ADMIN_URL) as (storage_url, catalog_url):
+            monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
+            job = _register_manual(catalog_url, emulator.url)
+            env = {**os.environ, "DAGSTER_HOME": str(home), "ESM_DATABASE_URL": catalog_url,
+                   "ESM_CELERY_BROKER": BROKER, "ESM_CELERY_QUEUE": queue, "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "dagster", "job", "execute", "-m", "deploy.celery_defs", "-j", job],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert done.returncode != 0
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                (record,) = instance.get_run_records(dg.RunsFilter(job_name=job))
+                assert record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+                events = instance.all_logs(record.dagster_run.run_id)
+                kinds = [e.dagster_event.event_type_value for e in events if e.dagster_event is not None]
+                assert "STEP_START" not in kinds, kinds
+                (failure,) = [
+                    e.dagster_event for e in events if e.dagster_event and e.dagster_event.is_run_failure
+                ]
+                error = failure.event_specific_data.error  # type: ignore[union-attr]
+                assert error.cls_name == "CeleryNotReady", error
+                assert f"no worker consumes queue {queue!r}" in error.message
+                info = instance.event_log_storage.get_concurrency_info("provider_stripe")
+                assert info.claimed_slots == []
+    finally:
+        emulator.stop()
+        delete_queue(BROKER, queue)
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_two_mapping_job_runs_its_steps_on_two_celery_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _listening("127.0.0.1", 5672):
-        if os.environ.get("ESM_REQUIRE_BROKER") == "1":
-            pytest.fail("ESM_REQUIRE_BROKER=1 but RabbitMQ is not listening on 127.0.0.1:5672")
-        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672 (ESM_REQUIRE_BROKER=1 makes this fail)")
+    _require_rabbitmq()
     key = generate_key()
     monkeypatch.setenv("ESM_FERNET_KEYS", key)
     monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)

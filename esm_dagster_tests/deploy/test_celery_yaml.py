@@ -15,10 +15,21 @@ WORKER_YAML = str(Path(__file__).resolve().parents[2] / "deploy" / "celery.yaml"
 
 def test_the_worker_yaml_takes_the_broker_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ESM_CELERY_BROKER", "pyamqp://guest:guest@broker.internal:5672//")
-    monkeypatch.delenv("ESM_CELERY_BACKEND", raising=False)
+    monkeypatch.setenv("ESM_CELERY_BACKEND", "rpc://")
     monkeypatch.delenv("ESM_CELERY_QUEUE", raising=False)
     worker = get_validated_config(WORKER_YAML)
     executor = celery_config()
     assert worker["broker"] == executor["broker"] == "pyamqp://guest:guest@broker.internal:5672//"
     assert worker["backend"] == executor["backend"]
     assert worker["config_source"] == executor["config_source"]
+
+
+def test_the_worker_yaml_takes_the_result_backend_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It hard-coded rpc://: a run with ESM_CELERY_BACKEND=redis://... waited for ever for results
+    the workers sent elsewhere (new-user finding)."""
+    monkeypatch.setenv("ESM_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("ESM_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
+    worker = get_validated_config(WORKER_YAML)
+    assert worker["backend"] == celery_config()["backend"] == "redis://127.0.0.1:6379/1"

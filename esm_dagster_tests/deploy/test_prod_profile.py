@@ -84,3 +84,16 @@ def test_stopping_the_daemon_group_leaves_no_orphan() -> None:
     assert len(group_members(leader.pid)) == 2
     assert stop_process_group(leader, grace=1) == []
     assert group_members(leader.pid) == []
+
+
+def test_the_profile_frees_the_pool_slots_a_finished_run_still_holds() -> None:
+    """A Celery run killed with -9 kept both `provider_stripe` slots, and every later Stripe run
+    waited behind it (new-user finding): the daemon now frees them a minute after the run ended."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    from deploy.prod_check import PROFILE
+
+    config, _ = dagster_instance_config(str(PROFILE.parent), PROFILE.name)
+    assert config["run_monitoring"]["enabled"] is True
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 60
+    assert config["concurrency"]["pools"]["default_limit"] == 2
