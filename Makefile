@@ -55,8 +55,10 @@ clean-demo:
 	rm -rf .esm
 
 # The production profile (deploy/dagster.prod.yaml) on a real PostgreSQL: queue, daemon, run, read-back.
+# The URL goes through the environment (a command line shows in `ps`); it is printed masked.
+prod-check: export ESM_PROD_CHECK_URL := $(PROD_CHECK_URL)
 prod-check: $(STAMP)
-	@$(BIN)/python -m deploy.prod_check --admin-url '$(PROD_CHECK_URL)'  # prints the URL without its password
+	@exec $(BIN)/python -m deploy.prod_check
 
 # One Celery worker for `deploy.celery_defs` (needs DAGSTER_HOME on the PostgreSQL profile and the
 # code location's environment): CELERY_QUEUE, CELERY_CONCURRENCY.

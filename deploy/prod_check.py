@@ -7,7 +7,9 @@ the per-provider tag limits and launches it, the run syncs the Stripe emulator i
 and the run, its events and the rows are read back from PostgreSQL. The database is dropped at
 the end, pass or fail.
 
-    python -m deploy.prod_check [--admin-url postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+    ESM_PROD_CHECK_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB python -m deploy.prod_check
+
+(`--admin-url` also works, but a command line shows in `ps`, and the URL may hold a password.)
 """
 
 from __future__ import annotations
@@ -277,12 +279,33 @@ def _judge(check: ProdCheck) -> None:
         check.failures.append("no customer rows landed in the catalog's `user` table")
 
 
+def admin_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the server the check runs on, in one line without its password."""
+    from esm_dagster.catalog.db import catalog_url_problem
+
+    problem = catalog_url_problem(url, variable="PROD_CHECK_URL")
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return problem
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        return (
+            f"PROD_CHECK_URL names a {parsed.get_backend_name()} database "
+            f"({parsed.render_as_string(hide_password=True)}); it must name a PostgreSQL server: "
+            "the production profile stores runs there"
+        )
+    return problem
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--admin-url", default=os.environ.get("ESM_PROD_CHECK_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args()
+    if problem := admin_url_problem(args.admin_url):
+        print(f"prod-check: {problem}", file=sys.stderr)
+        return 2
     shown = sa.engine.make_url(args.admin_url).render_as_string(hide_password=True)
     print(f"prod-check on {shown} (a scratch database there, dropped at the end)", flush=True)
     try:

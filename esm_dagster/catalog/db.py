@@ -35,7 +35,7 @@ SUPPORTED_BACKENDS = ("postgresql", "sqlite")
 EXAMPLE_URLS = "postgresql://USER@HOST:5432/DB or sqlite:////path/catalog.db"
 
 
-def catalog_url_problem(url: str) -> str | None:
+def catalog_url_problem(url: str, variable: str = "ESM_DATABASE_URL") -> str | None:
     """Why `url` cannot hold the catalog, said before a driver import fails on it.
 
     The catalog's migrations, JSON columns and bulk upserts are written for PostgreSQL and SQLite;
@@ -48,14 +48,17 @@ def catalog_url_problem(url: str) -> str | None:
     except ArgumentError:
         shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
         return (
-            f"ESM_DATABASE_URL {shown!r} is not a database URL; the catalog runs on PostgreSQL or "
+            f"{variable} {shown!r} is not a database URL; the catalog runs on PostgreSQL or "
             f"SQLite (e.g. {EXAMPLE_URLS})"
         )
+    if parsed.host and "@" in parsed.host:
+        # `user:p@ss@host` parses as password "p" and host "ss@host": masking would show "ss".
+        return f"{variable}: a password with a raw '@' must be written %40 (host {parsed.host.rsplit('@', 1)[-1]!r})"
     backend = parsed.get_backend_name()
     if backend in SUPPORTED_BACKENDS or backend == "postgres":
         return None
     return (
-        f"ESM_DATABASE_URL names a {backend} database ({redacted_url(url)}); the catalog runs on "
+        f"{variable} names a {backend} database ({redacted_url(url)}); the catalog runs on "
         f"PostgreSQL or SQLite (e.g. {EXAMPLE_URLS})"
     )
 

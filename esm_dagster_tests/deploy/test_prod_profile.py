@@ -97,3 +97,28 @@ def test_the_profile_frees_the_pool_slots_a_finished_run_still_holds() -> None:
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 60
     assert config["concurrency"]["pools"]["default_limit"] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:////tmp/x.db", "names a sqlite database"),
+        ("mysql://u:s3cr3t-pw@h/x", "names a mysql database (mysql://u:***@h/x)"),
+        ("garbage", "'garbage' is not a database URL"),
+        ("", "is not a database URL"),
+        ("postgresql+psycopg2://postgres:p@s3cr3t-pw@127.0.0.1:5432/test", "raw '@' must be written %40"),
+    ],
+)
+def test_a_url_prod_check_cannot_use_is_one_line_without_its_password(url: str, says: str) -> None:
+    """They were tracebacks; a sqlite URL failed on CREATE DATABASE and left a file behind, and a
+    raw '@' in the password printed the half after it (new-user findings)."""
+    from deploy.prod_check import admin_url_problem
+
+    problem = admin_url_problem(url)
+    assert problem is not None and says in problem and "s3cr3t-pw" not in problem, problem
+
+
+def test_the_machine_url_is_fine_for_prod_check() -> None:
+    from deploy.prod_check import admin_url_problem
+
+    assert admin_url_problem(DEFAULT_ADMIN_URL) is None
