@@ -36,6 +36,7 @@ REPO_ROOT = PROFILE.parents[1]
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 CATALOG_SCHEMA = "esm"
 JOB = "esm_sync_hourly__asia_bangkok"  # the demo's customers mapping
+RUNS = 3  # one more than the profile's per-provider limit: the last must wait for a slot
 DEFINITIONS_MODULE = "esm_dagster.definitions"
 
 
@@ -50,6 +51,10 @@ class ProdCheck:
     tag_limits: list[dict[str, object]] = field(default_factory=list)
     materializations_in_event_log: int = 0
     rows_in_catalog: int = 0
+    # The per-provider limit at work: RUNS runs of one provider queued, at most `limit` at once.
+    run_statuses: dict[str, str | None] = field(default_factory=dict)
+    most_in_progress: int = 0
+    one_waited_for_a_slot: bool = False
     seconds: float = 0.0
     leftover_processes: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -119,29 +124,54 @@ def stop_process_group(leader: subprocess.Popen[bytes], grace: float = 20) -> li
     return left
 
 
-def _dagster(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 (our own interpreter, fixed arguments)
-        [sys.executable, "-m", "dagster", *args], env=env, cwd=env["DAGSTER_HOME"],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+def _launch(env: dict[str, str], count: int) -> str | None:
+    """`dagster job launch` `count` times at once (they only queue); the stderr of one that failed."""
+    command = [sys.executable, "-m", "dagster", "job", "launch", "-m", DEFINITIONS_MODULE, "-j", JOB]
+    launches = [
+        subprocess.Popen(  # noqa: S603 (our own interpreter, fixed arguments)
+            command,
+            env=env,
+            cwd=env["DAGSTER_HOME"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    refused = None
+    for launch in launches:
+        _, err = launch.communicate(timeout=120)
+        if launch.returncode != 0:
+            refused = err
+    return refused
 
 
-def _wait_for_run(storage_url: str, run_id: str, deadline: float) -> str | None:
-    """The run's status as PostgreSQL's `runs` table holds it, once it stops moving."""
+_IN_PROGRESS = ("STARTING", "STARTED")
+_ENDED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def _watch_runs(check: ProdCheck, storage_url: str, run_ids: list[str], deadline: float) -> None:
+    """Poll PostgreSQL's `runs` table until every run ended: how many ran at once, and whether one
+    waited in the queue while the provider's limit was taken."""
+    limit = next((int(t["limit"]) for t in check.tag_limits if t.get("key") == "esm/provider"), 0)  # type: ignore[call-overload]
     engine = sa.create_engine(storage_url)
-    status = None
     try:
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                status = conn.execute(
-                    sa.text("select status from runs where run_id = :r"), {"r": run_id}
-                ).scalar_one_or_none()
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                return status
-            time.sleep(0.5)
+                rows = conn.execute(
+                    sa.text("select run_id, status from runs where run_id = any(:ids)"), {"ids": run_ids}
+                ).all()
+            check.run_statuses = {row.run_id: row.status for row in rows}
+            statuses = list(check.run_statuses.values())
+            running = sum(status in _IN_PROGRESS for status in statuses)
+            check.most_in_progress = max(check.most_in_progress, running)
+            if running == limit and "QUEUED" in statuses:
+                check.one_waited_for_a_slot = True
+            if len(statuses) == len(run_ids) and all(status in _ENDED for status in statuses):
+                return
+            time.sleep(0.2)
     finally:
         engine.dispose()
-    return status
 
 
 def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdCheck:
@@ -184,11 +214,16 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
                     }
                     queue = instance.get_concurrency_config().run_queue_config
                     check.tag_limits = [dict(x) for x in queue.tag_concurrency_limits] if queue else []
-                launched = _dagster(env, "job", "launch", "-m", DEFINITIONS_MODULE, "-j", JOB)
-                if launched.returncode != 0:
-                    check.failures.append(f"`dagster job launch` failed: {launched.stderr[-2000:]}")
+                # The first list call of each run is slowed, so runs overlap long enough to see
+                # the limit hold the last one back.
+                emulator.faults.delay_next(RUNS, seconds=2.0, path="/v1/customers")
+                refused = _launch(env, RUNS)
+                if refused:
+                    check.failures.append(f"`dagster job launch` failed: {refused[-2000:]}")
                     return check
-                check.run_id, check.queued_before_daemon = _only_run(storage_url, JOB)
+                queued = _queued_runs(storage_url, JOB)
+                check.run_id = queued[0][0]
+                check.queued_before_daemon = len(queued) == RUNS and all(q for _, q in queued)
                 daemon_log = Path(home) / "daemon.log"
                 with daemon_log.open("w") as log_file:
                     # Its own process group: the daemon starts a code server (`dagster api grpc`)
@@ -199,14 +234,15 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
                         start_new_session=True,
                     )  # fmt: skip
                 try:
-                    check.run_status = _wait_for_run(storage_url, check.run_id, started + timeout)
+                    _watch_runs(check, storage_url, [run_id for run_id, _ in queued], started + timeout)
+                    check.run_status = check.run_statuses.get(check.run_id)
                 finally:
                     check.leftover_processes = stop_process_group(daemon)
                 if check.leftover_processes:
                     check.failures.append(
                         f"processes of the daemon's group survived SIGTERM and SIGKILL: {check.leftover_processes}"
                     )
-                if check.run_status != "SUCCESS":
+                if set(check.run_statuses.values()) != {"SUCCESS"}:
                     check.failures.append(f"daemon log: {daemon_log.read_text()[-2000:]}")
                 _read_back(check, storage_url, catalog_url)
             finally:
@@ -222,18 +258,19 @@ def run_check(admin_url: str = DEFAULT_ADMIN_URL, timeout: float = 150) -> ProdC
     return check
 
 
-def _only_run(storage_url: str, job: str) -> tuple[str, bool]:
+def _queued_runs(storage_url: str, job: str) -> list[tuple[str, bool]]:
+    """(run id, still queued) of the job's runs, oldest first."""
     engine = sa.create_engine(storage_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.text("select run_id, status from runs where pipeline_name = :j"), {"j": job}
+                sa.text("select run_id, status from runs where pipeline_name = :j order by id"), {"j": job}
             ).all()
     finally:
         engine.dispose()
-    if len(rows) != 1:
-        raise RuntimeError(f"expected one launched run of {job} in PostgreSQL, found {len(rows)}")
-    return rows[0].run_id, rows[0].status == "QUEUED"
+    if not rows:
+        raise RuntimeError(f"no launched run of {job} in PostgreSQL")
+    return [(row.run_id, row.status == "QUEUED") for row in rows]
 
 
 def _read_back(check: ProdCheck, storage_url: str, catalog_url: str) -> None:
@@ -270,9 +307,15 @@ def _judge(check: ProdCheck) -> None:
     if not any(limit.get("key") == "esm/provider" for limit in check.tag_limits):
         check.failures.append("no per-provider (esm/provider) tag limit in the run queue")
     if not check.queued_before_daemon:
-        check.failures.append("the launched run did not wait in the queue for the daemon")
-    if check.run_status != "SUCCESS":
-        check.failures.append(f"run {check.run_id} ended {check.run_status}")
+        check.failures.append(f"the {RUNS} launched runs did not all wait in the queue for the daemon")
+    for run_id, status in check.run_statuses.items():
+        if status != "SUCCESS":
+            check.failures.append(f"run {run_id} ended {status}")
+    limit = next((t["limit"] for t in check.tag_limits if t.get("key") == "esm/provider"), None)
+    if check.most_in_progress > (limit if isinstance(limit, int) else RUNS):
+        check.failures.append(f"{check.most_in_progress} runs of one provider at once (limit {limit})")
+    if not check.one_waited_for_a_slot:
+        check.failures.append(f"no run waited in the queue while {limit} runs of its provider ran")
     if check.materializations_in_event_log < 1:
         check.failures.append("no asset materialization in the PostgreSQL event log")
     if check.rows_in_catalog < 1:
@@ -321,7 +364,12 @@ def main() -> int:
     )
     print(f"{'run queue limits':16} {limits or 'none'}")
     print(f"{'catalog':16} schema {CATALOG_SCHEMA!r} of the same database as Dagster's storage")
-    print(f"run {check.run_id}: queued={check.queued_before_daemon} -> {check.run_status}")
+    ended = ", ".join(sorted(f"{v}" for v in check.run_statuses.values()))
+    print(f"{RUNS} runs of one provider queued={check.queued_before_daemon} -> {ended}")
+    print(
+        f"at most {check.most_in_progress} in progress at once; one waited for a slot: "
+        f"{check.one_waited_for_a_slot}"
+    )
     print(f"materializations in event_logs: {check.materializations_in_event_log}")
     print(f"rows in catalog user table: {check.rows_in_catalog}; {check.seconds}s")
     for failure in check.failures:

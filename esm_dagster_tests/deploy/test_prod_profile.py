@@ -58,8 +58,11 @@ def test_a_queued_demo_sync_runs_on_postgres_storage_and_reads_back(monkeypatch:
     }
     provider_limit = next(limit for limit in check.tag_limits if limit["key"] == "esm/provider")
     assert provider_limit["limit"] == 2 and provider_limit["value"] == {"applyLimitPerUniqueValue": True}
-    # The run waited in PostgreSQL's queue until the daemon launched it, then succeeded.
+    # The runs waited in PostgreSQL's queue until the daemon launched them, then succeeded.
     assert check.queued_before_daemon and check.run_status == "SUCCESS"
+    assert list(check.run_statuses.values()) == ["SUCCESS"] * 3
+    # Three runs of one provider against a limit of two: two at once, the third held back.
+    assert check.most_in_progress == 2 and check.one_waited_for_a_slot
     assert check.materializations_in_event_log == 1
     assert check.rows_in_catalog > 0
     # The scratch database is gone: nothing piles up on a shared server.
