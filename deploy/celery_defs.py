@@ -57,7 +57,8 @@ class CeleryNotReady(Exception):
 
 
 class CheckedCeleryExecutor(CeleryExecutor):
-    """dagster-celery's executor, refusing to start a run whose steps no worker would take.
+    """dagster-celery's executor, refusing to start a run whose steps no worker would take, or
+    whose results would go to another backend than the one the run waits on.
 
     Without the check such a run hangs after RUN_START: a refused broker login is retried for
     minutes, steps sent to a queue nobody reads wait for ever, the run ignores SIGTERM while it
@@ -80,7 +81,7 @@ class CheckedCeleryExecutor(CeleryExecutor):
                 for key in execution_plan.step_keys_to_execute
             }
             for queue in sorted(queues):
-                problem, _ = check(self.broker, queue)
+                problem, _ = check(self.broker, queue, backend=self.backend)
                 if problem:
                     raise CeleryNotReady(f"{problem} (the run did not start any step)")
         yield from super().execute(plan_context, execution_plan)
@@ -103,8 +104,19 @@ def esm_celery_executor(init_context: dg.InitExecutorContext) -> CheckedCeleryEx
     )
 
 
+class CatalogNotShared(RuntimeError):
+    """A Celery process without ESM_DATABASE_URL: it would fall back to its own empty SQLite file."""
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    # Every worker must read the run's catalog; the embedded SQLite default is one per machine
+    # (a worker without the variable synced against a new empty file and failed on missing tables).
+    if not os.environ.get("ESM_DATABASE_URL", "").strip():
+        raise CatalogNotShared(
+            "deploy.celery_defs needs ESM_DATABASE_URL in every run process and Celery worker: "
+            "the catalog they all read (the embedded SQLite default is per machine)"
+        )
     return dg.Definitions.merge(
         build_definitions(database_url()),
         dg.Definitions(executor=esm_celery_executor.configured(celery_config(), name="esm_celery")),

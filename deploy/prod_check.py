@@ -329,8 +329,10 @@ def admin_url_problem(url: str) -> str | None:
     problem = catalog_url_problem(url, variable="PROD_CHECK_URL")
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return problem
+        parsed.port  # noqa: B018 (raises for a port that is not a number)
+    except (sa.exc.ArgumentError, ValueError):
+        shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
+        return f"PROD_CHECK_URL {shown!r} is not a PostgreSQL URL (e.g. {DEFAULT_ADMIN_URL})"
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         return (
             f"PROD_CHECK_URL names a {parsed.get_backend_name()} database "

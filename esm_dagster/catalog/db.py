@@ -45,7 +45,8 @@ def catalog_url_problem(url: str, variable: str = "ESM_DATABASE_URL") -> str | N
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 (a port that is not a number raises here, not at connect time)
+    except (ArgumentError, ValueError):
         shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
         return (
             f"{variable} {shown!r} is not a database URL; the catalog runs on PostgreSQL or "
@@ -55,7 +56,15 @@ def catalog_url_problem(url: str, variable: str = "ESM_DATABASE_URL") -> str | N
         # `user:p@ss@host` parses as password "p" and host "ss@host": masking would show "ss".
         return f"{variable}: a password with a raw '@' must be written %40 (host {parsed.host.rsplit('@', 1)[-1]!r})"
     backend = parsed.get_backend_name()
-    if backend in SUPPORTED_BACKENDS or backend == "postgres":
+    if backend in ("postgresql", "postgres"):
+        driver = make_url(normalize_url(url)).get_driver_name()
+        if driver != "psycopg2":
+            return (
+                f"{variable} asks for the {driver} driver, which is not installed: write "
+                "postgresql+psycopg2:// (or postgresql://, which means the same here)"
+            )
+        return None
+    if backend in SUPPORTED_BACKENDS:
         return None
     return (
         f"{variable} names a {backend} database ({redacted_url(url)}); the catalog runs on "

@@ -20,7 +20,7 @@ from esm_dagster.orchestration.partitions import cadence_of, partitions_for, win
 from esm_dagster.orchestration.resources import CatalogResource, ProvidersResource, VaultResource
 from esm_dagster.proxy.tags import launched_by
 from esm_dagster.security.redact import redact_text
-from esm_dagster.security.vault import VaultNotConfigured
+from esm_dagster.security.vault import VaultError
 from esm_dagster.sync.engine import SyncFailed, SyncReport, run_mapping
 from esm_dagster.sync.since import parse_since
 
@@ -215,7 +215,7 @@ def build_mapping_asset(spec: MappingSpec) -> dg.AssetsDefinition:
             )
         try:
             opened = vault.vault()
-        except VaultNotConfigured as exc:
+        except VaultError as exc:
             # This process's setup, the same on every attempt: retrying only delays the answer.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         try:

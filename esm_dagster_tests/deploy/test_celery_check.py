@@ -58,6 +58,12 @@ def test_an_empty_broker_url_is_named() -> None:
     assert problem is not None and problem.startswith("ESM_CELERY_BROKER is empty")
 
 
+@pytest.mark.parametrize("port", ["99999", "abc"])
+def test_a_broker_url_with_a_bad_port_is_one_line(port: str) -> None:
+    problem, _ = check(f"pyamqp://guest:{WRONG_PASSWORD}@127.0.0.1:{port}//", "dagster", timeout=2)
+    assert problem is not None and "is not a broker URL" in problem and WRONG_PASSWORD not in problem
+
+
 def test_a_queue_nobody_consumes_is_named_with_the_command_that_fixes_it() -> None:
     queue = f"esm_nobody_{uuid.uuid4().hex[:8]}"
     problem, workers = check(BROKER, queue, timeout=3)
@@ -99,3 +105,9 @@ def test_redis_as_the_broker_a_worker_is_found_on_its_queue(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DAGSTER_HOME": str(home)}
     with celery_workers(1, queue, env, tmp_path) as workers:
         assert check(REDIS_BROKER, queue) == (None, [workers[0].name])
+        # The worker returns results over rpc:// (the default): a run waiting on Redis for them
+        # hung for ever while the worker had finished its step (new-user finding).
+        assert check(REDIS_BROKER, queue, backend="rpc://") == (None, [workers[0].name])
+        problem, _ = check(REDIS_BROKER, queue, backend="redis://:s3cr3t@127.0.0.1:6379/1")
+        assert problem is not None and "send results elsewhere" in problem and "rpc://" in problem
+        assert "s3cr3t" not in problem

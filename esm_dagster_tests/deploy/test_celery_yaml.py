@@ -33,3 +33,17 @@ def test_the_worker_yaml_takes_the_result_backend_from_the_environment(
     monkeypatch.setenv("ESM_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
     worker = get_validated_config(WORKER_YAML)
     assert worker["backend"] == celery_config()["backend"] == "redis://127.0.0.1:6379/1"
+
+
+def test_the_celery_code_location_refuses_to_load_without_a_shared_catalog(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker without ESM_DATABASE_URL synced against a new, empty SQLite file under ESM_HOME
+    and failed four times on a missing table (new-user finding)."""
+    from deploy.celery_defs import CatalogNotShared, defs
+
+    monkeypatch.delenv("ESM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("ESM_HOME", str(tmp_path / "home"))
+    with pytest.raises(CatalogNotShared, match="ESM_DATABASE_URL"):
+        defs()
+    assert not (tmp_path / "home").exists()

@@ -107,8 +107,10 @@ def test_the_profile_frees_the_pool_slots_a_finished_run_still_holds() -> None:
     [
         ("sqlite:////tmp/x.db", "names a sqlite database"),
         ("mysql://u:s3cr3t-pw@h/x", "names a mysql database (mysql://u:***@h/x)"),
-        ("garbage", "'garbage' is not a database URL"),
-        ("", "is not a database URL"),
+        ("garbage", "'garbage' is not a PostgreSQL URL"),
+        ("", "is not a PostgreSQL URL"),
+        ("postgresql://u:s3cr3t-pw@127.0.0.1:abc/test", "'127.0.0.1:abc/test' is not a PostgreSQL URL"),
+        ("postgresql+asyncpg://u:s3cr3t-pw@127.0.0.1/test", "asks for the asyncpg driver"),
         ("postgresql+psycopg2://postgres:p@s3cr3t-pw@127.0.0.1:5432/test", "raw '@' must be written %40"),
     ],
 )
