@@ -324,15 +324,16 @@ def _judge(check: ProdCheck) -> None:
 
 def admin_url_problem(url: str) -> str | None:
     """Why `url` cannot be the server the check runs on, in one line without its password."""
-    from esm_dagster.catalog.db import catalog_url_problem
+    from esm_dagster.catalog.db import catalog_url_problem, unparsed_url_shown
 
     problem = catalog_url_problem(url, variable="PROD_CHECK_URL")
     try:
         parsed = sa.engine.make_url(url)
         parsed.port  # noqa: B018 (raises for a port that is not a number)
     except (sa.exc.ArgumentError, ValueError):
-        shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
-        return f"PROD_CHECK_URL {shown!r} is not a PostgreSQL URL (e.g. {DEFAULT_ADMIN_URL})"
+        return (
+            f"PROD_CHECK_URL {unparsed_url_shown(url)!r} is not a PostgreSQL URL (e.g. {DEFAULT_ADMIN_URL})"
+        )
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         return (
             f"PROD_CHECK_URL names a {parsed.get_backend_name()} database "

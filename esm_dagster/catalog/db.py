@@ -35,6 +35,11 @@ SUPPORTED_BACKENDS = ("postgresql", "sqlite")
 EXAMPLE_URLS = "postgresql://USER@HOST:5432/DB or sqlite:////path/catalog.db"
 
 
+def unparsed_url_shown(url: str) -> str:
+    """Enough of a URL that does not parse to recognise it: what precedes an "@" may be a password."""
+    return url.rsplit("@", 1)[-1][:40]
+
+
 def catalog_url_problem(url: str, variable: str = "ESM_DATABASE_URL") -> str | None:
     """Why `url` cannot hold the catalog, said before a driver import fails on it.
 
@@ -47,9 +52,8 @@ def catalog_url_problem(url: str, variable: str = "ESM_DATABASE_URL") -> str | N
         parsed = make_url(url)
         parsed.port  # noqa: B018 (a port that is not a number raises here, not at connect time)
     except (ArgumentError, ValueError):
-        shown = url.rsplit("@", 1)[-1][:40]  # what precedes an "@" may be a password
         return (
-            f"{variable} {shown!r} is not a database URL; the catalog runs on PostgreSQL or "
+            f"{variable} {unparsed_url_shown(url)!r} is not a database URL; the catalog runs on PostgreSQL or "
             f"SQLite (e.g. {EXAMPLE_URLS})"
         )
     if parsed.host and "@" in parsed.host:

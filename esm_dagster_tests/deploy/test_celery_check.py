@@ -26,16 +26,22 @@ BROKER = os.environ.get("ESM_CELERY_BROKER", DEFAULT_BROKER)
 WRONG_PASSWORD = "not-the-password-7f3a"
 
 
-@pytest.fixture(autouse=True)
-def _broker() -> None:
-    parts = urlsplit(BROKER)
+def _require_listening(url: str, default_port: int) -> None:
+    parts = urlsplit(url)
     with socket.socket() as s:
         s.settimeout(1)
-        listening = s.connect_ex((parts.hostname or "127.0.0.1", parts.port or 5672)) == 0
-    if not listening:
-        if os.environ.get("ESM_REQUIRE_BROKER") == "1":
-            pytest.fail(f"ESM_REQUIRE_BROKER=1 but no broker listens at {parts.hostname}:{parts.port}")
-        pytest.skip("no broker listening (ESM_REQUIRE_BROKER=1 makes this fail)")
+        if s.connect_ex((parts.hostname or "127.0.0.1", parts.port or default_port)) == 0:
+            return
+    if os.environ.get("ESM_REQUIRE_BROKER") == "1":
+        pytest.fail(
+            f"ESM_REQUIRE_BROKER=1 but nothing listens at {parts.hostname}:{parts.port or default_port}"
+        )
+    pytest.skip(f"nothing listens at {parts.hostname} (ESM_REQUIRE_BROKER=1 makes this fail)")
+
+
+@pytest.fixture(autouse=True)
+def _broker() -> None:
+    _require_listening(BROKER, 5672)
 
 
 def _with_password(url: str, password: str) -> str:
@@ -91,13 +97,7 @@ REDIS_BROKER = os.environ.get("ESM_TEST_REDIS_BROKER", "redis://127.0.0.1:6379/1
 def test_redis_as_the_broker_a_worker_is_found_on_its_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    parts = urlsplit(REDIS_BROKER)
-    with socket.socket() as s:
-        s.settimeout(1)
-        if s.connect_ex((parts.hostname or "127.0.0.1", parts.port or 6379)) != 0:
-            if os.environ.get("ESM_REQUIRE_BROKER") == "1":
-                pytest.fail(f"ESM_REQUIRE_BROKER=1 but Redis is not listening at {parts.netloc}")
-            pytest.skip("Redis is not listening (ESM_REQUIRE_BROKER=1 makes this fail)")
+    _require_listening(REDIS_BROKER, 6379)
     queue = f"esm_redis_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("ESM_CELERY_BROKER", REDIS_BROKER)
     home = tmp_path / "dagster_home"  # a worker needs an instance to start; no run happens here

@@ -13,6 +13,9 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -64,6 +67,55 @@ def _require_rabbitmq() -> None:
         pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672 (ESM_REQUIRE_BROKER=1 makes this fail)")
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """The production profile in a scratch database, the demo's Stripe mappings as one job."""
+
+    home: Path
+    env: dict[str, str]
+    job: str
+    catalog_url: str
+    vault_key: str
+
+
+@contextmanager
+def _deployment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queue: str, customers: int, charges: int
+) -> Iterator[Deployment]:
+    _require_rabbitmq()
+    key = generate_key()
+    monkeypatch.setenv("ESM_FERNET_KEYS", key)
+    monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROFILE, home / "dagster.yaml")
+    emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=customers, charges=charges, seed=9)
+    emulator.start()
+    try:
+        with scratch_database(ADMIN_URL) as (storage_url, catalog_url):
+            monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
+            job = _register_manual(catalog_url, emulator.url)
+            env = {
+                **os.environ,
+                "DAGSTER_HOME": str(home),
+                "ESM_DATABASE_URL": catalog_url,
+                "ESM_CELERY_BROKER": BROKER,
+                "ESM_CELERY_QUEUE": queue,
+                "PYTHONPATH": str(REPO_ROOT),
+            }
+            yield Deployment(home, env, job, catalog_url, key)
+    finally:
+        emulator.stop()
+
+
+def _execute(deployment: Deployment, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`dagster job execute` of the deployment's job on the Celery code location."""
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "deploy.celery_defs", "-j", deployment.job],
+        env=deployment.env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_run_whose_queue_no_worker_consumes_fails_at_once_holding_no_slots(
@@ -71,25 +123,11 @@ def test_a_run_whose_queue_no_worker_consumes_fails_at_once_holding_no_slots(
 ) -> None:
     """It used to hang after RUN_START, ignore SIGTERM, and keep the provider's concurrency slots
     after a kill -9, so every later Stripe run waited behind it (new-user finding)."""
-    _require_rabbitmq()
-    monkeypatch.setenv("ESM_FERNET_KEYS", generate_key())
-    monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(PROFILE, home / "dagster.yaml")
     queue = f"esm_nobody_{uuid.uuid4().hex[:10]}"
-    emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=5, charges=5, seed=9)
-    emulator.start()
     try:
-        with scratch_database(ADMIN_URL) as (storage_url, catalog_url):
-            monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
-            job = _register_manual(catalog_url, emulator.url)
-            env = {**os.environ, "DAGSTER_HOME": str(home), "ESM_DATABASE_URL": catalog_url,
-                   "ESM_CELERY_BROKER": BROKER, "ESM_CELERY_QUEUE": queue, "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
-            done = subprocess.run(
-                [sys.executable, "-m", "dagster", "job", "execute", "-m", "deploy.celery_defs", "-j", job],
-                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+        with _deployment(tmp_path, monkeypatch, queue, customers=5, charges=5) as deployment:
+            home, job = deployment.home, deployment.job
+            done = _execute(deployment, tmp_path, timeout=120)
             assert done.returncode != 0
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 (record,) = instance.get_run_records(dg.RunsFilter(job_name=job))
@@ -106,7 +144,6 @@ def test_a_run_whose_queue_no_worker_consumes_fails_at_once_holding_no_slots(
                 info = instance.event_log_storage.get_concurrency_info("provider_stripe")
                 assert info.claimed_slots == []
     finally:
-        emulator.stop()
         delete_queue(BROKER, queue)
 
 
@@ -115,95 +152,72 @@ def test_a_run_whose_queue_no_worker_consumes_fails_at_once_holding_no_slots(
 def test_a_two_mapping_job_runs_its_steps_on_two_celery_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _require_rabbitmq()
-    key = generate_key()
-    monkeypatch.setenv("ESM_FERNET_KEYS", key)
-    monkeypatch.delenv("ESM_FERNET_KEYS_FILE", raising=False)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(PROFILE, home / "dagster.yaml")
     queue = f"esm_test_{uuid.uuid4().hex[:10]}"
-    emulator = StripeEmulator(api_keys=[DEMO_STRIPE_KEY], customers=50, charges=150, seed=9)
-    emulator.start()
-    try:
-        with scratch_database(ADMIN_URL) as (storage_url, catalog_url):
-            monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
-            job = _register_manual(catalog_url, emulator.url)
-            env = {
-                **os.environ,
-                "DAGSTER_HOME": str(home),
-                "ESM_DATABASE_URL": catalog_url,
-                "ESM_CELERY_BROKER": BROKER,
-                "ESM_CELERY_QUEUE": queue,
-                "PYTHONPATH": str(REPO_ROOT),
+    with _deployment(tmp_path, monkeypatch, queue, customers=50, charges=150) as deployment:
+        home, env, job = deployment.home, deployment.env, deployment.job
+        catalog_url, key = deployment.catalog_url, deployment.vault_key
+        with celery_workers(2, queue, env, tmp_path) as workers:
+            # `make celery-check` sees both workers on the run's queue.
+            assert check(BROKER, queue) == (None, sorted(w.name for w in workers))
+            done = _execute(deployment, tmp_path, timeout=180)
+            logs = "\n".join(w.log.read_text() for w in workers)
+            assert done.returncode == 0, done.stderr[-3000:] + logs[-3000:]
+            # Neither the API key nor the vault key reaches a worker's log or the run's output.
+            for text in (logs, done.stdout, done.stderr):
+                assert DEMO_STRIPE_KEY not in text and key not in text
+            worker_pids = {w.process.pid for w in workers}
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            (record,) = instance.get_run_records(dg.RunsFilter(job_name=job))
+            assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            events = instance.all_logs(record.dagster_run.run_id)
+        assert not any(DEMO_STRIPE_KEY in str(e) or key in str(e) for e in events)
+        starts = {
+            e.dagster_event.step_key: e.dagster_event.pid
+            for e in events
+            if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_START"
+        }
+        hosts = {
+            e.dagster_event.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+            for e in events
+            if e.dagster_event is not None
+            and e.dagster_event.event_type_value == "ENGINE_EVENT"
+            and "Celery worker" in e.dagster_event.engine_event_data.metadata
+        }
+        metadata = {
+            e.dagster_event.step_key: {
+                k: v.value
+                for k, v in e.dagster_event.step_materialization_data.materialization.metadata.items()
             }
-            with celery_workers(2, queue, env, tmp_path) as workers:
-                # `make celery-check` sees both workers on the run's queue.
-                assert check(BROKER, queue) == (None, sorted(w.name for w in workers))
-                done = subprocess.run(
-                    [sys.executable, "-m", "dagster", "job", "execute", "-m", "deploy.celery_defs", "-j", job],
-                    env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
-                )  # fmt: skip
-                logs = "\n".join(w.log.read_text() for w in workers)
-                assert done.returncode == 0, done.stderr[-3000:] + logs[-3000:]
-                # Neither the API key nor the vault key reaches a worker's log or the run's output.
-                for text in (logs, done.stdout, done.stderr):
-                    assert DEMO_STRIPE_KEY not in text and key not in text
-                worker_pids = {w.process.pid for w in workers}
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                (record,) = instance.get_run_records(dg.RunsFilter(job_name=job))
-                assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-                events = instance.all_logs(record.dagster_run.run_id)
-            assert not any(DEMO_STRIPE_KEY in str(e) or key in str(e) for e in events)
-            starts = {
-                e.dagster_event.step_key: e.dagster_event.pid
-                for e in events
-                if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_START"
-            }
-            hosts = {
-                e.dagster_event.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
-                for e in events
-                if e.dagster_event is not None
-                and e.dagster_event.event_type_value == "ENGINE_EVENT"
-                and "Celery worker" in e.dagster_event.engine_event_data.metadata
-            }
-            metadata = {
-                e.dagster_event.step_key: {
-                    k: v.value
-                    for k, v in e.dagster_event.step_materialization_data.materialization.metadata.items()
+            for e in events
+            if e.dagster_event is not None and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        }
+        # Two steps, each in its own worker process: different pids, different worker names,
+        # none of them the run process or the workers' parent processes.
+        assert len(starts) == 2 and len(set(starts.values())) == 2, starts
+        assert set(hosts) == set(starts) and len(set(hosts.values())) == 2, hosts
+        assert set(hosts.values()) == {w.name for w in workers}
+        assert not set(starts.values()) & (worker_pids | {os.getpid()})
+        # The data landed once: as many rows as the syncs wrote, one per source record.
+        engine = sa.create_engine(normalize_url(catalog_url))
+        try:
+            with engine.connect() as conn:
+                counts = {
+                    table: conn.execute(
+                        sa.text(
+                            f'select count(*), count(distinct (esm_source, esm_external_id)) from "{table}"'
+                        )
+                    ).one()
+                    for table in ("user", "payment")
                 }
-                for e in events
-                if e.dagster_event is not None and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
-            }
-            # Two steps, each in its own worker process: different pids, different worker names,
-            # none of them the run process or the workers' parent processes.
-            assert len(starts) == 2 and len(set(starts.values())) == 2, starts
-            assert set(hosts) == set(starts) and len(set(hosts.values())) == 2, hosts
-            assert set(hosts.values()) == {w.name for w in workers}
-            assert not set(starts.values()) & (worker_pids | {os.getpid()})
-            # The data landed once: as many rows as the syncs wrote, one per source record.
-            engine = sa.create_engine(normalize_url(catalog_url))
-            try:
-                with engine.connect() as conn:
-                    counts = {
-                        table: conn.execute(
-                            sa.text(
-                                f'select count(*), count(distinct (esm_source, esm_external_id)) from "{table}"'
-                            )
-                        ).one()
-                        for table in ("user", "payment")
-                    }
-            finally:
-                engine.dispose()
-            written = sorted(m["records_written"] for m in metadata.values())
-            assert written == sorted(c[0] for c in counts.values()), (metadata, counts)
-            for total, distinct in counts.values():
-                assert total == distinct > 0
-            # Every charge the emulator serves was read once and either written or quarantined.
-            (charges,) = [m for m in metadata.values() if m["records_read"] == 150]
-            assert charges["records_written"] + charges["records_rejected"] == 150
-    finally:
-        emulator.stop()
+        finally:
+            engine.dispose()
+        written = sorted(m["records_written"] for m in metadata.values())
+        assert written == sorted(c[0] for c in counts.values()), (metadata, counts)
+        for total, distinct in counts.values():
+            assert total == distinct > 0
+        # Every charge the emulator serves was read once and either written or quarantined.
+        (charges,) = [m for m in metadata.values() if m["records_read"] == 150]
+        assert charges["records_written"] + charges["records_rejected"] == 150
     # The test's queue is gone from the broker.
     from kombu import Connection
 
